@@ -1,0 +1,1 @@
+"""connectome_assets: a Dagster asset-orchestrated data platform for connectomics."""

@@ -1,0 +1,80 @@
+"""Importing a dataset's neurons and synapses: the path every import mode goes through.
+
+Both sources are checked before anything is written, so bad input leaves the previous good
+data and its state untouched. The synapses are filtered against the neurons that are actually
+in the warehouse for the dataset, through `filter_to_annotated_endpoints`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from clickhouse_connect.driver.client import Client
+
+from connectome_assets.connectome.catalog import DatasetEntry
+from connectome_assets.connectome.filtering import AnnotatedNeuronSet, EndpointFilterStats, filter_to_annotated_endpoints
+from connectome_assets.metadata.store import MetadataStore
+from connectome_assets.warehouse.schema import check_identifier, ensure_schema
+from connectome_assets.warehouse.upload import upload_table_atomically
+
+
+class NeuronsNotUploadedError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class NeuronImport:
+    dataset_id: uuid.UUID
+    source_version: str
+    rows_written: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class SynapseImport:
+    dataset_id: uuid.UUID
+    source_version: str
+    annotated_neurons: int
+    filter: EndpointFilterStats
+    rows_written: int
+    inserts: int
+    seconds: float
+
+
+def import_neurons(entry: DatasetEntry, client: Client, database: str, state: MetadataStore) -> NeuronImport:
+    started = time.perf_counter()
+    model = entry.source_model()
+    version = model.fingerprint()
+    neurons = model.read_neurons()
+    model.check_connections()  # a bad weights file must stop the dataset before neurons change
+    dataset_id = state.ensure_dataset(entry.name, entry.model, entry.description)
+    ensure_schema(client, database)
+    result = upload_table_atomically(client, database, "neurons", dataset_id, [neurons], state)
+    return NeuronImport(dataset_id, version, result.rows, time.perf_counter() - started)
+
+
+def annotated_neuron_set(client: Client, database: str, dataset_id: uuid.UUID) -> AnnotatedNeuronSet:
+    """The dataset's neuron ids as uploaded: the universe connections are filtered against."""
+    db = check_identifier(database)
+    ids = client.query_arrow(f"SELECT neuron_id FROM {db}.neurons WHERE dataset_id = {{ds:UUID}}", parameters={"ds": str(dataset_id)})
+    return AnnotatedNeuronSet(ids.column("neuron_id"))
+
+
+def import_synapses(entry: DatasetEntry, client: Client, database: str, state: MetadataStore) -> SynapseImport:
+    started = time.perf_counter()
+    model = entry.source_model()
+    version = model.fingerprint()
+    model.check_connections()
+    dataset_id = state.dataset_id(entry.name)
+    neurons_state = state.table_state(dataset_id, "neurons")
+    if neurons_state is None or neurons_state.upload_state != "uploaded":
+        shown = "never uploaded" if neurons_state is None else f"'{neurons_state.upload_state}'"
+        raise NeuronsNotUploadedError(f"dataset {entry.name!r}: neurons are {shown}; materialize neurons before synapses")
+    ensure_schema(client, database)
+    annotated = annotated_neuron_set(client, database, dataset_id)
+    stats = EndpointFilterStats()
+    filtered = filter_to_annotated_endpoints(model.iter_connections(), annotated, stats)
+    result = upload_table_atomically(client, database, "synapses", dataset_id, filtered, state)
+    return SynapseImport(dataset_id, version, annotated.size, stats, result.rows, result.inserts, time.perf_counter() - started)

@@ -1,0 +1,84 @@
+"""`flyem_feather`: male CNS / MANC release files from neuPrint's Feather exports.
+
+Sources: `annotations` (body-annotations-*.feather), `weights` (connectome-weights-*.feather),
+optional `neurotransmitters` (body-neurotransmitters-*.feather). The annotated bodies are the
+dataset's neuron universe (runbook: the weights may name bodies outside it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pyarrow as pa
+
+from connectome_assets.connectome.sources.base import (
+    SourceModel,
+    align_side_table,
+    canonical_connections,
+    canonical_neurons,
+    check_column_kinds,
+    iter_feather_batches,
+    open_feather,
+    read_feather_table,
+    require_columns,
+)
+
+# Source column -> canonical column; everything else becomes an attribute.
+ANNOTATION_COLUMNS = {
+    "name": "name",
+    "type": "type",
+    "instance": "instance",
+    "class": "class",
+    "superclass": "superclass",
+    "polarity": "polarity",
+    "somaSide": "soma_side",
+    "status": "status",
+}
+WEIGHT_COLUMNS = ("body_pre", "body_post", "weight")
+# Optional per-row columns carried into the canonical synapse rows when a release has them.
+OPTIONAL_WEIGHT_COLUMNS = {"synapse_class": "synapse_class", "roi": "neuropil"}
+
+
+class FlyemFeather(SourceModel):
+    name = "flyem_feather"
+    required_sources = ("annotations", "weights")
+    optional_sources = ("neurotransmitters",)
+
+    def read_neurons(self) -> pa.Table:
+        uri = self.sources["annotations"]
+        table = read_feather_table(uri)
+        require_columns(uri, table.column_names, ["bodyId"])
+        check_column_kinds(uri, table.schema, ["bodyId"])
+        text = {canonical: table[source] for source, canonical in ANNOTATION_COLUMNS.items() if source in table.column_names}
+        if "name" not in text and "instance" in text:
+            text["name"] = text["instance"]
+        extra = {c: table[c] for c in table.column_names if c != "bodyId" and c not in ANNOTATION_COLUMNS}
+        neurons = canonical_neurons(uri, table["bodyId"], "bodyId", text, extra)
+        if "neurotransmitters" in self.sources:
+            nt_uri = self.sources["neurotransmitters"]
+            nt = read_feather_table(nt_uri)
+            require_columns(nt_uri, nt.column_names, ["body"])
+            check_column_kinds(nt_uri, nt.schema, ["body"])
+            aligned = align_side_table(nt_uri, neurons["neuron_id"].combine_chunks(), nt, "body")
+            extra.update({c: aligned[c] for c in aligned.column_names})
+            neurons = canonical_neurons(uri, table["bodyId"], "bodyId", text, extra)
+        return neurons
+
+    def _weight_columns(self) -> list[str]:
+        uri = self.sources["weights"]
+        schema = open_feather(uri).schema
+        require_columns(uri, schema.names, WEIGHT_COLUMNS)
+        check_column_kinds(uri, schema, ["body_pre", "body_post"], ["weight"])
+        return list(WEIGHT_COLUMNS) + [c for c in OPTIONAL_WEIGHT_COLUMNS if c in schema.names]
+
+    def check_connections(self) -> None:
+        self._weight_columns()
+
+    def iter_connections(self) -> Iterator[pa.RecordBatch]:
+        uri = self.sources["weights"]
+        columns = self._weight_columns()
+        for batch in iter_feather_batches(uri, columns):
+            optional = {OPTIONAL_WEIGHT_COLUMNS[c]: batch.column(c) for c in columns[3:]}
+            yield canonical_connections(
+                uri, batch.column("body_pre"), batch.column("body_post"), batch.column("weight"), WEIGHT_COLUMNS, **optional
+            )

@@ -1,0 +1,1 @@
+"""Metadata database (SQLite locally, PostgreSQL in production): datasets and upload state."""

@@ -1,0 +1,1 @@
+"""ClickHouse warehouse: DDL, atomic dataset-table uploads, integrity queries. Never imports dagster."""
