@@ -1,0 +1,1 @@
+"""Connectome stage: dataset sources -> neurons -> synapses -> graph_edges, with blocking checks."""

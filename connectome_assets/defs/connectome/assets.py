@@ -1,0 +1,131 @@
+"""Connectome assets, one partition per dataset. Thin: the library does the work."""
+
+
+import dagster as dg
+
+from connectome_assets.connectome.errors import SourceError
+from connectome_assets.connectome.ingest import NeuronsNotUploadedError, import_neurons, import_synapses
+from connectome_assets.defs.connectome.partitions import datasets_partitions
+from connectome_assets.defs.resources import CatalogResource, ClickHouseResource, MetadataResource
+from connectome_assets.warehouse.graph_edges import edge_summary
+from connectome_assets.warehouse.upload import UploadVerificationError
+
+_ACTIONABLE = (SourceError, NeuronsNotUploadedError, UploadVerificationError)
+
+
+def _failure(exc: Exception) -> dg.Failure:
+    """An asset failure whose description is the one sentence a person acts on."""
+    return dg.Failure(description=str(exc), allow_retries=False)
+
+
+@dg.observable_source_asset(
+    partitions_def=datasets_partitions,
+    group_name="connectome",
+    description="A dataset's source files as its catalog entry names them; the data version is their fingerprint (size and modification time).",
+)
+def dataset_sources(context: dg.OpExecutionContext, catalog: CatalogResource) -> dg.DataVersionsByPartition:
+    versions: dict[str, str] = {}
+    for name in context.instance.get_dynamic_partitions(datasets_partitions.name):
+        try:
+            versions[name] = catalog.entry(name).source_model().fingerprint()
+        except SourceError as exc:
+            context.log.warning(str(exc))
+    return dg.DataVersionsByPartition(versions)
+
+
+@dg.asset(
+    partitions_def=datasets_partitions,
+    deps=[dataset_sources],
+    pool="clickhouse",
+    group_name="connectome",
+    kinds={"clickhouse"},
+)
+def neurons(
+    context: dg.AssetExecutionContext, clickhouse: ClickHouseResource, metadata: MetadataResource, catalog: CatalogResource
+) -> dg.MaterializeResult:
+    """The dataset's annotated neurons in ClickHouse `neurons`: the dataset's neuron universe.
+
+    Both source files are checked before anything is written; the rows are swapped in
+    atomically and `dataset_table_state` then records the whole table.
+    """
+    try:
+        entry = catalog.entry(context.partition_key)
+        result = import_neurons(entry, clickhouse.get_client(), clickhouse.database, metadata.get_store())
+    except _ACTIONABLE as exc:
+        raise _failure(exc) from exc
+    return dg.MaterializeResult(
+        metadata={
+            "dataset_id": str(result.dataset_id),
+            "source_model": entry.model,
+            "rows_written": dg.MetadataValue.int(result.rows_written),
+            "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+            "source_version": result.source_version,
+        },
+        data_version=dg.DataVersion(result.source_version),
+    )
+
+
+@dg.asset(
+    partitions_def=datasets_partitions,
+    deps=[neurons],
+    pool="clickhouse",
+    group_name="connectome",
+    kinds={"clickhouse"},
+)
+def synapses(
+    context: dg.AssetExecutionContext, clickhouse: ClickHouseResource, metadata: MetadataResource, catalog: CatalogResource
+) -> dg.MaterializeResult:
+    """Connection rows filtered to annotated pre AND post neurons, in ClickHouse `synapses`.
+
+    Rows with an unannotated endpoint are dropped and counted by reason, never turned into
+    placeholder neurons. Streams record batches; swapped in atomically.
+    """
+    try:
+        entry = catalog.entry(context.partition_key)
+        result = import_synapses(entry, clickhouse.get_client(), clickhouse.database, metadata.get_store())
+    except _ACTIONABLE as exc:
+        raise _failure(exc) from exc
+    stats = result.filter
+    seconds = max(result.seconds, 1e-9)
+    return dg.MaterializeResult(
+        metadata={
+            "dataset_id": str(result.dataset_id),
+            "annotated_neurons": dg.MetadataValue.int(result.annotated_neurons),
+            "rows_read": dg.MetadataValue.int(stats.rows_read),
+            "rows_dropped": dg.MetadataValue.int(stats.rows_dropped),
+            "dropped_pre_missing": dg.MetadataValue.int(stats.dropped_pre_missing),
+            "dropped_post_missing": dg.MetadataValue.int(stats.dropped_post_missing),
+            "dropped_both_missing": dg.MetadataValue.int(stats.dropped_both_missing),
+            "sample_unannotated_ids": dg.MetadataValue.json(stats.sample_unannotated_ids),
+            "rows_written": dg.MetadataValue.int(result.rows_written),
+            "inserts": dg.MetadataValue.int(result.inserts),
+            "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+            "rows_per_second": dg.MetadataValue.float(round(stats.rows_read / seconds, 1)),
+        },
+        data_version=dg.DataVersion(result.source_version),
+    )
+
+
+@dg.asset(
+    partitions_def=datasets_partitions,
+    deps=[synapses],
+    pool="clickhouse",
+    group_name="connectome",
+    kinds={"clickhouse"},
+)
+def graph_edges(context: dg.AssetExecutionContext, clickhouse: ClickHouseResource, metadata: MetadataResource) -> dg.MaterializeResult:
+    """The dataset's canonical edge stream `vw_graph_edges` (one row per directed neuron pair,
+    weights summed over synapse classes and neuropils), summarised for the products built on it.
+    """
+    dataset_id = metadata.get_store().dataset_id(context.partition_key)
+    summary = edge_summary(clickhouse.get_client(), clickhouse.database, dataset_id)
+    return dg.MaterializeResult(
+        metadata={
+            "dataset_id": str(dataset_id),
+            "edges": dg.MetadataValue.int(summary.edges),
+            "total_weight": dg.MetadataValue.int(summary.total_weight),
+            "self_loops": dg.MetadataValue.int(summary.self_loops),
+            "neurons_with_edges": dg.MetadataValue.int(summary.neurons_with_edges),
+            "isolated_neurons": dg.MetadataValue.int(summary.isolated_neurons),
+        }
+    )

@@ -1,0 +1,64 @@
+"""Resources shared by every stage, built from `settings.py` (the one reader of CONNECTOME_*)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import dagster as dg
+from clickhouse_connect.driver.client import Client
+from pydantic import Field
+
+from connectome_assets.connectome.catalog import DatasetEntry, entry_digest, list_dataset_names, load_entry
+from connectome_assets.metadata.store import MetadataStore
+from connectome_assets.settings import Settings
+from connectome_assets.warehouse.client import connect
+
+
+class ClickHouseResource(dg.ConfigurableResource):
+    """ClickHouse: `chdb:///path` embedded (laptop, tests) or `https://…` (production)."""
+
+    url: str = Field(description="chdb:///abs/path or https://user:password@host:port")
+    database: str = Field(default="connectome", description="Database holding the canonical tables.")
+
+    def get_client(self) -> Client:
+        return connect(self.url)
+
+
+@lru_cache(maxsize=8)
+def _migrated_store(url: str) -> MetadataStore:
+    store = MetadataStore(url)
+    store.migrate()
+    return store
+
+
+class MetadataResource(dg.ConfigurableResource):
+    """The metadata database (SQLite locally, PostgreSQL in production), migrated on first use."""
+
+    url: str = Field(description="SQLAlchemy URL: sqlite:///… or postgresql://…")
+
+    def get_store(self) -> MetadataStore:
+        return _migrated_store(self.url)
+
+
+class CatalogResource(dg.ConfigurableResource):
+    """The folder of dataset catalog entries (`<name>.yaml`)."""
+
+    path: str = Field(description="Folder of the dataset catalog.")
+
+    def entry(self, name: str) -> DatasetEntry:
+        return load_entry(Path(self.path), name)
+
+    def names(self) -> list[str]:
+        return list_dataset_names(Path(self.path))
+
+    def digest(self, name: str) -> str:
+        return entry_digest(Path(self.path), name)
+
+
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    return {
+        "clickhouse": ClickHouseResource(url=settings.clickhouse_url, database=settings.clickhouse_database),
+        "metadata": MetadataResource(url=settings.metadata_url),
+        "catalog": CatalogResource(path=str(settings.catalog)),
+    }
