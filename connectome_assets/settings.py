@@ -22,6 +22,7 @@ class Settings:
     object_store: str
     catalog: Path
     exports: Path
+    dagster_home: Path
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -36,4 +37,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         object_store=env.get("CONNECTOME_OBJECT_STORE", f"file://{home / 'objects'}"),
         catalog=Path(env.get("CONNECTOME_CATALOG", str(home / "catalog"))).expanduser().resolve(),
         exports=Path(env.get("CONNECTOME_EXPORTS", str(home / "exports"))).expanduser().resolve(),
+        dagster_home=Path(env.get("DAGSTER_HOME", str(home / "dagster"))).expanduser().resolve(),
     )

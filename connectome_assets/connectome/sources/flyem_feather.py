@@ -82,3 +82,31 @@ class FlyemFeather(SourceModel):
             yield canonical_connections(
                 uri, batch.column("body_pre"), batch.column("body_post"), batch.column("weight"), WEIGHT_COLUMNS, **optional
             )
+
+
+def write_flyem_feather_release(neurons: pa.Table, connections: Iterator[pa.RecordBatch], directory: str, release: str) -> dict[str, str]:
+    """Write canonical rows as a neuPrint-style Feather release (the files this model reads).
+
+    Lets any source (e.g. the cect connectomes in the demo) go through the male CNS code path.
+    """
+    import os
+
+    import pyarrow.feather as feather
+
+    os.makedirs(directory, exist_ok=True)
+    annotations = os.path.join(directory, f"body-annotations-{release}.feather")
+    weights = os.path.join(directory, f"connectome-weights-{release}.feather")
+    renamed = {canonical: source for source, canonical in ANNOTATION_COLUMNS.items()}
+    columns = {"bodyId": neurons["neuron_id"].cast(pa.int64())}
+    columns.update({renamed[c]: neurons[c] for c in renamed if c in neurons.column_names})
+    feather.write_feather(pa.table(columns), annotations, compression="lz4")
+    schema = pa.schema([("body_pre", pa.int64()), ("body_post", pa.int64()), ("weight", pa.int32()), ("synapse_class", pa.string())])
+    with pa.OSFile(weights, "wb") as sink, pa.ipc.new_file(sink, schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
+        for batch in connections:
+            writer.write_batch(
+                pa.record_batch(
+                    [batch["pre_neuron_id"].cast(pa.int64()), batch["post_neuron_id"].cast(pa.int64()), batch["weight"].cast(pa.int32()), batch["synapse_class"]],
+                    schema=schema,
+                )
+            )
+    return {"annotations": annotations, "weights": weights}

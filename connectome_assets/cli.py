@@ -1,0 +1,196 @@
+"""The `connectome` console script.
+
+    connectome dataset add NAME --model MODEL --source KEY=URI … [--option KEY=VALUE …]
+    connectome dataset list
+    connectome materialize NAME [--select SELECTION]
+    connectome demo
+
+`materialize` runs the dataset partition's lineage in-process against $DAGSTER_HOME and exits
+non-zero if any step fails or any check does not pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import yaml
+
+from connectome_assets.connectome.catalog import DatasetEntry, load_entry, write_entry
+from connectome_assets.connectome.errors import SourceError
+from connectome_assets.settings import Settings, load_settings
+
+DEFAULT_SELECTION = "key:neurons or key:synapses or key:graph_edges"
+
+
+@dataclass
+class MaterializeReport:
+    dataset: str
+    success: bool
+    materialized: dict[str, dict[str, object]] = field(default_factory=dict)
+    checks: list[tuple[str, str, bool, str]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.success and all(passed for _, _, passed, _ in self.checks)
+
+
+# The project's local instance config (SQLite storage, the `clickhouse` pool of 1).
+PROJECT_INSTANCE_CONFIG = Path(__file__).resolve().parent.parent / "dagster.yaml"
+
+
+def dagster_instance(settings: Settings):
+    """The instance at $DAGSTER_HOME, given the project's dagster.yaml when it has none."""
+    import dagster as dg
+
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    config = settings.dagster_home / "dagster.yaml"
+    if not config.exists() and PROJECT_INSTANCE_CONFIG.exists():
+        shutil.copyfile(PROJECT_INSTANCE_CONFIG, config)
+    return dg.DagsterInstance.from_config(str(settings.dagster_home))
+
+
+def _absolute_source(uri: str) -> str:
+    return uri if urlparse(uri).scheme in ("gs", "file") else str(Path(uri).expanduser().resolve())
+
+
+def register_dataset(settings: Settings, entry: DatasetEntry) -> Path:
+    """Write the catalog entry, register the dataset id and its Dagster partition."""
+    from connectome_assets.defs.connectome.partitions import datasets_partitions
+    from connectome_assets.metadata.store import MetadataStore
+
+    path = write_entry(settings.catalog, entry)
+    store = MetadataStore(settings.metadata_url)
+    store.migrate()
+    store.ensure_dataset(entry.name, entry.model, entry.description)
+    store.dispose()
+    instance = dagster_instance(settings)
+    if not instance.has_dynamic_partition(datasets_partitions.name, entry.name):
+        instance.add_dynamic_partitions(datasets_partitions.name, [entry.name])
+    return path
+
+
+def materialize_dataset(settings: Settings, name: str, selection: str = DEFAULT_SELECTION) -> MaterializeReport:
+    """Run one dataset partition's selected assets and their checks in-process."""
+    import dagster as dg
+
+    from connectome_assets.definitions import build_definitions
+    from connectome_assets.defs.connectome.partitions import datasets_partitions
+
+    load_entry(settings.catalog, name)  # an unknown dataset is named before any run starts
+    instance = dagster_instance(settings)
+    if not instance.has_dynamic_partition(datasets_partitions.name, name):
+        instance.add_dynamic_partitions(datasets_partitions.name, [name])
+    defs = build_definitions(settings)
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection=dg.AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph()),
+        asset_check_selection=dg.AssetSelection.from_string(selection).resolve_checks(defs.resolve_asset_graph()),
+    )
+    result = job.execute_in_process(
+        partition_key=name,
+        instance=instance,
+        raise_on_error=False,
+        tags={"dataset": name},
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    )
+    report = MaterializeReport(dataset=name, success=result.success)
+    for event in result.get_asset_materialization_events():
+        report.materialized[event.asset_key.to_user_string()] = {k: v.value for k, v in event.materialization.metadata.items()}
+    for evaluation in result.get_asset_check_evaluations():
+        report.checks.append((evaluation.asset_key.to_user_string(), evaluation.check_name, evaluation.passed, evaluation.description or ""))
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.user_failure_data
+            message = error.description if error and error.description else event.step_failure_data.error.message.strip()
+            report.failures.append(f"{event.step_key}: {message}")
+    return report
+
+
+def print_report(report: MaterializeReport) -> None:
+    print(f"dataset {report.dataset}: {'OK' if report.ok else 'FAILED'}")
+    neurons = report.materialized.get("neurons", {})
+    synapses = report.materialized.get("synapses", {})
+    if neurons:
+        print(f"  neurons           {neurons['rows_written']:>12,}")
+    if synapses:
+        print(f"  connections read  {synapses['rows_read']:>12,}")
+        print(
+            f"  dropped           {synapses['rows_dropped']:>12,}  (pre missing {synapses['dropped_pre_missing']:,},"
+            f" post missing {synapses['dropped_post_missing']:,}, both {synapses['dropped_both_missing']:,})"
+        )
+        print(f"  written           {synapses['rows_written']:>12,}")
+    for asset, check, passed, description in report.checks:
+        print(f"  check {asset}/{check}: {'passed' if passed else 'FAILED'}{' - ' + description if description else ''}")
+    for failure in report.failures:
+        print(f"  failure {failure}")
+
+
+def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"connectome: {flag} takes KEY=VALUE, not {value!r}")
+        pairs[key] = rest
+    return pairs
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="connectome", description="Connectome datasets as Dagster assets.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    dataset = commands.add_parser("dataset", help="manage the dataset catalog").add_subparsers(dest="action", required=True)
+    add = dataset.add_parser("add", help="write a catalog entry and register its partition")
+    add.add_argument("name")
+    add.add_argument("--model", required=True, help="flyem_feather, neuprint_csv, flywire_codex or cect")
+    add.add_argument("--source", action="append", default=[], metavar="KEY=URI")
+    add.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="model option; the value is read as YAML")
+    add.add_argument("--description", default="")
+    dataset.add_parser("list", help="list catalog entries")
+    materialize = commands.add_parser("materialize", help="run a dataset's lineage in-process")
+    materialize.add_argument("name")
+    materialize.add_argument("--select", default=DEFAULT_SELECTION, help=f"Dagster asset selection (default: {DEFAULT_SELECTION!r})")
+    commands.add_parser("demo", help="build the C. elegans demo datasets and materialize them")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", category=UserWarning, module="dagster")
+    args = _parser().parse_args(argv)
+    settings = load_settings()
+    try:
+        if args.command == "dataset" and args.action == "add":
+            sources = {k: _absolute_source(v) for k, v in _pairs(args.source, "--source").items()}
+            options = {k: yaml.safe_load(v) for k, v in _pairs(args.option, "--option").items()}
+            entry = DatasetEntry(args.name, args.model, sources, options, args.description, str(settings.catalog / f"{args.name}.yaml"))
+            path = register_dataset(settings, entry)
+            print(f"dataset {args.name}: catalog entry {path}, partition registered")
+            return 0
+        if args.command == "dataset" and args.action == "list":
+            from connectome_assets.connectome.catalog import list_dataset_names
+
+            for name in list_dataset_names(settings.catalog):
+                print(name)
+            return 0
+        if args.command == "materialize":
+            report = materialize_dataset(settings, args.name, args.select)
+            print_report(report)
+            return 0 if report.ok else 1
+        if args.command == "demo":
+            from connectome_assets.demo import run_demo
+
+            return run_demo(settings)
+    except SourceError as exc:
+        print(f"connectome: {exc}", file=sys.stderr)
+        return 2
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
