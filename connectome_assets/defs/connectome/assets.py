@@ -13,6 +13,11 @@ from connectome_assets.warehouse.upload import UploadVerificationError
 _ACTIONABLE = (SourceError, NeuronsNotUploadedError, UploadVerificationError)
 
 
+def dataset_table_asset(upstream: dg.AssetsDefinition | dg.SourceAsset):
+    """An asset holding one dataset partition's rows in ClickHouse (one step at a time per pool)."""
+    return dg.asset(partitions_def=datasets_partitions, deps=[upstream], pool="clickhouse", group_name="connectome", kinds={"clickhouse"})
+
+
 def _failure(exc: Exception) -> dg.Failure:
     """An asset failure whose description is the one sentence a person acts on."""
     return dg.Failure(description=str(exc), allow_retries=False)
@@ -33,13 +38,7 @@ def dataset_sources(context: dg.OpExecutionContext, catalog: CatalogResource) ->
     return dg.DataVersionsByPartition(versions)
 
 
-@dg.asset(
-    partitions_def=datasets_partitions,
-    deps=[dataset_sources],
-    pool="clickhouse",
-    group_name="connectome",
-    kinds={"clickhouse"},
-)
+@dataset_table_asset(dataset_sources)
 def neurons(
     context: dg.AssetExecutionContext, clickhouse: ClickHouseResource, metadata: MetadataResource, catalog: CatalogResource
 ) -> dg.MaterializeResult:
@@ -65,13 +64,7 @@ def neurons(
     )
 
 
-@dg.asset(
-    partitions_def=datasets_partitions,
-    deps=[neurons],
-    pool="clickhouse",
-    group_name="connectome",
-    kinds={"clickhouse"},
-)
+@dataset_table_asset(neurons)
 def synapses(
     context: dg.AssetExecutionContext, clickhouse: ClickHouseResource, metadata: MetadataResource, catalog: CatalogResource
 ) -> dg.MaterializeResult:
@@ -106,13 +99,7 @@ def synapses(
     )
 
 
-@dg.asset(
-    partitions_def=datasets_partitions,
-    deps=[synapses],
-    pool="clickhouse",
-    group_name="connectome",
-    kinds={"clickhouse"},
-)
+@dataset_table_asset(synapses)
 def graph_edges(context: dg.AssetExecutionContext, clickhouse: ClickHouseResource, metadata: MetadataResource) -> dg.MaterializeResult:
     """The dataset's canonical edge stream `vw_graph_edges` (one row per directed neuron pair,
     weights summed over synapse classes and neuropils), summarised for the products built on it.

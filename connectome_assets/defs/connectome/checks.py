@@ -10,7 +10,12 @@ from connectome_assets.warehouse.integrity import duplicate_neuron_ids, endpoint
 from connectome_assets.warehouse.upload import dataset_row_count
 
 
-@dg.asset_check(asset=synapses, name="endpoint_integrity", blocking=True, partitions_def=datasets_partitions, pool="clickhouse")
+def blocking_dataset_check(asset: dg.AssetsDefinition, name: str, description: str | None = None):
+    """A per-dataset check that stops everything downstream of `asset` when it fails."""
+    return dg.asset_check(asset=asset, name=name, blocking=True, partitions_def=datasets_partitions, pool="clickhouse", description=description)
+
+
+@blocking_dataset_check(synapses, "endpoint_integrity")
 def endpoint_integrity_check(
     context: dg.AssetCheckExecutionContext, clickhouse: ClickHouseResource, metadata: MetadataResource
 ) -> dg.AssetCheckResult:
@@ -30,7 +35,7 @@ def endpoint_integrity_check(
     )
 
 
-@dg.asset_check(asset=neurons, blocking=True, partitions_def=datasets_partitions, pool="clickhouse")
+@blocking_dataset_check(neurons, "neuron_ids_unique")
 def neuron_ids_unique(
     context: dg.AssetCheckExecutionContext, clickhouse: ClickHouseResource, metadata: MetadataResource
 ) -> dg.AssetCheckResult:
@@ -45,13 +50,10 @@ def neuron_ids_unique(
 
 
 def build_table_state_check(asset: dg.AssetsDefinition, table: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
-        asset=asset,
-        name="table_state_consistent",
-        blocking=True,
-        partitions_def=datasets_partitions,
-        pool="clickhouse",
-        description=f"dataset_table_state for `{table}` is 'uploaded' and its row_count equals the ClickHouse count: the state describes the whole table.",
+    @blocking_dataset_check(
+        asset,
+        "table_state_consistent",
+        f"dataset_table_state for `{table}` is 'uploaded' and its row_count equals the ClickHouse count: the state describes the whole table.",
     )
     def _check(context: dg.AssetCheckExecutionContext, clickhouse: ClickHouseResource, metadata: MetadataResource) -> dg.AssetCheckResult:
         store = metadata.get_store()
