@@ -6,6 +6,7 @@ re-interprets a source's types.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 import numpy as np
@@ -63,7 +64,11 @@ def normalize_text(array: pa.Array | pa.ChunkedArray) -> pa.Array:
         if pa.types.is_floating(array.type):
             # NaN is pandas' "missing", not a value.
             array = pc.if_else(pc.is_nan(array), pa.scalar(None, array.type), array)
-        array = array.cast(pa.string())
+        if pa.types.is_nested(array.type):
+            # Arrow cannot cast lists/structs to text (e.g. a soma location [x, y, z]): keep them as JSON.
+            array = pa.array([None if v is None else json.dumps(v, default=str) for v in array.to_pylist()], pa.string())
+        else:
+            array = array.cast(pa.string())
     return pc.fill_null(array, "")
 
 

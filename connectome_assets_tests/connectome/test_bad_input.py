@@ -163,7 +163,10 @@ CASES = [
     # missing source path
     Case("annotations-path-missing", FF, _bad_file(FF, "annotations", Path("gone.feather"), "does not exist")(lambda p: None)),
     Case("weights-path-missing", FF, _bad_file(FF, "weights", Path("gone.feather"), "does not exist")(lambda p: None)),
-    # catalog entries
+]
+
+# Catalog entries: nothing to import, the entry itself is refused.
+CATALOG_CASES = [
     Case("unknown-source-model", FF, _catalog_case(lambda c, good: _yaml("flyem_parquet", good), "unknown source model 'flyem_parquet'")),
     Case("missing-source-key", FF, _catalog_case(lambda c, good: _yaml(FF, {"annotations": good["annotations"]}), "needs source(s) weights")),
     Case("unknown-source-key", FF, _catalog_case(lambda c, good: _yaml(FF, {**good, "synapses": good["weights"]}), "no source named synapses")),
@@ -221,8 +224,6 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(case: Case, tmp_path, cl
         assert message == f"{setup.location}: {error.problem}"
         assert setup.problem in error.problem, message
         assert "\n" not in message and error.problem.strip() and len(error.problem) < 400
-        if setup.location.endswith(".yaml"):
-            assert isinstance(error, CatalogError)
 
     assert _snapshot(clickhouse, database, metadata_store) == before
 
@@ -264,3 +265,22 @@ def test_bad_values_found_while_streaming_keep_the_previous_rows(tmp_path, click
     assert state.upload_state == "failed"
     assert (state.row_count, state.uploaded_at) == (before["synapses_state"].row_count, before["synapses_state"].uploaded_at)
     assert "fractional" in state.error_message and str(bad) in state.error_message
+
+
+@pytest.mark.parametrize("case", CATALOG_CASES, ids=[c.id for c in CATALOG_CASES])
+def test_bad_catalog_entry_is_a_clear_error(case: Case, tmp_path):
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    good = _good_release(tmp_path, case.model)
+    _write_entry(catalog, good, case.model)
+    load_entry(catalog, NAME).source_model()  # the good entry is accepted
+
+    setup = case.make(tmp_path, catalog, good)
+    with pytest.raises(CatalogError) as caught:
+        load_entry(catalog, setup.name).source_model()
+    error = caught.value
+    assert isinstance(error, SourceError)
+    assert error.location == setup.location
+    assert str(error) == f"{setup.location}: {error.problem}"
+    assert setup.problem in error.problem, str(error)
+    assert "\n" not in str(error)

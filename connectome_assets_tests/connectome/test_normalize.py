@@ -76,6 +76,9 @@ def test_bad_ids_are_source_errors_naming_the_column(array, problem):
         pytest.param(pa.array([1, -1, 1], pa.int8()).dictionary_encode(), ["1", "-1", "1"], id="dictionary-int8"),
         pytest.param(pa.array([0.5, float("nan"), None]), ["0.5", "", ""], id="float-nan-is-missing"),
         pytest.param(pa.chunked_array([pa.array(["x"]), pa.array([None], pa.string())]), ["x", ""], id="chunked"),
+        pytest.param(pa.array([True, False, None]), ["true", "false", ""], id="bool"),
+        pytest.param(pa.array([[1, 2, 3], None, []], pa.list_(pa.int64())), ["[1, 2, 3]", "", "[]"], id="list-as-json"),
+        pytest.param(pa.array([{"x": 1, "y": "a"}, None]), ['{"x": 1, "y": "a"}', ""], id="struct-as-json"),
     ],
 )
 def test_text_columns_become_non_null_utf8(array, expected):

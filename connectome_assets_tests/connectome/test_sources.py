@@ -81,13 +81,14 @@ def test_flyem_feather_extra_columns_land_in_attributes(tmp_path):
         "group": pa.array([100, None, 300], pa.int64()),
         "notes": pa.array(["", "odd shape", None]),
         "itolee_hl": pa.array(["x", "y", "z"]).dictionary_encode(),
+        "somaLocation": pa.array([[1, 2, 3], None, [4, 5, 6]], pa.list_(pa.int64())),  # neuPrint's [x, y, z]
     }
     rows = _neurons(entry("mcns", write_release(tmp_path, [1, 2, 3], [], extra=extra)))
     assert [r["soma_side"] for r in rows] == ["L", "R", ""]
     assert [r["attributes"] for r in rows] == [
-        [("group", "100"), ("itolee_hl", "x")],
+        [("group", "100"), ("itolee_hl", "x"), ("somaLocation", "[1, 2, 3]")],
         [("notes", "odd shape"), ("itolee_hl", "y")],
-        [("group", "300"), ("itolee_hl", "z")],
+        [("group", "300"), ("itolee_hl", "z"), ("somaLocation", "[4, 5, 6]")],
     ]
 
 
@@ -130,6 +131,14 @@ def test_flyem_feather_weights_with_synapse_class_and_several_record_batches(tmp
         {"pre_neuron_id": 2, "post_neuron_id": 3, "weight": 6, "synapse_class": "", "neuropil": "MB(L)"},
         {"pre_neuron_id": 3, "post_neuron_id": 1, "weight": 7, "synapse_class": "electrical", "neuropil": ""},
     ]
+
+
+def test_flyem_feather_reads_file_uris(tmp_path):
+    sources = write_release(tmp_path, [1, 2], [(1, 2, 3), (2, 1, 4)])
+    as_uris = {key: Path(path).as_uri() for key, path in sources.items()}
+    assert as_uris["weights"].startswith("file:///")
+    assert _neurons(entry("mcns", as_uris)) == _neurons(entry("mcns", sources))
+    assert _connections(entry("mcns", as_uris)) == _connections(entry("mcns", sources))
 
 
 # neuprint_csv ------------------------------------------------------------------------------
