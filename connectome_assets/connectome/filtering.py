@@ -19,7 +19,6 @@ import numba
 import numpy as np
 import pyarrow as pa
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _SAMPLE_IDS = 20
 
 
@@ -98,7 +97,8 @@ class EndpointFilterStats:
     def rows_dropped(self) -> int:
         return self.dropped_pre_missing + self.dropped_post_missing + self.dropped_both_missing
 
-    def _remember(self, ids: np.ndarray) -> None:
+    def remember_unannotated(self, ids: np.ndarray) -> None:
+        """Keep up to 20 distinct unannotated ids for the materialization metadata."""
         if len(self.sample_unannotated_ids) >= _SAMPLE_IDS or len(ids) == 0:
             return
         seen = set(self.sample_unannotated_ids)
@@ -149,7 +149,7 @@ def filter_to_annotated_endpoints(
             drop = ~keep
             unannotated_pre = pre[drop][~annotated.endpoint_mask(pre[drop], pre[drop])[0]]
             unannotated_post = post[drop][~annotated.endpoint_mask(post[drop], post[drop])[0]]
-            stats._remember(np.concatenate([unannotated_pre, unannotated_post]))
+            stats.remember_unannotated(np.concatenate([unannotated_pre, unannotated_post]))
         kept = batch.filter(pa.array(keep))
         stats.rows_kept += kept.num_rows
         if kept.num_rows:

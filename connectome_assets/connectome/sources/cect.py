@@ -18,8 +18,9 @@ import contextlib
 import hashlib
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from importlib import resources
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -46,7 +47,7 @@ def cect_neuron_id(name: str) -> int:
 class CectPackage(SourceModel):
     name = "cect"
 
-    def __init__(self, sources, options, location) -> None:
+    def __init__(self, sources: Mapping[str, str], options: Mapping[str, Any], location: str) -> None:
         super().__init__(sources, options, location)
         reader = self.options.get("reader")
         if not reader:
