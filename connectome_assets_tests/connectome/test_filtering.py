@@ -175,3 +175,16 @@ def test_sample_is_capped_at_twenty_over_many_batches():
     assert stats.dropped_pre_missing == 5 * 58
     assert len(stats.sample_unannotated_ids) == 20
     assert 1 not in stats.sample_unannotated_ids
+
+
+def test_the_largest_uint64_id_is_a_valid_annotated_id() -> None:
+    """The hash set marks empty slots with 2**64-1; an annotated id of that value still counts."""
+    largest = 2**64 - 1
+    annotated = AnnotatedNeuronSet(np.array([1, largest], dtype=np.uint64))
+    batch = pa.record_batch(
+        {"pre_neuron_id": pa.array([largest, 1, 7, largest], pa.uint64()), "post_neuron_id": pa.array([1, largest, largest, 8], pa.uint64())}
+    )
+    stats = EndpointFilterStats()
+    kept = pa.Table.from_batches(list(filter_to_annotated_endpoints([batch], annotated, stats)))
+    assert kept.to_pydict() == {"pre_neuron_id": [largest, 1], "post_neuron_id": [1, largest]}
+    assert (stats.dropped_pre_missing, stats.dropped_post_missing, stats.dropped_both_missing) == (1, 1, 0)

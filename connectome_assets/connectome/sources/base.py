@@ -95,6 +95,11 @@ def canonical_neurons(
     return pa.Table.from_pydict(columns, schema=NEURON_SCHEMA)
 
 
+def empty_strings(rows: int) -> pa.Array:
+    """A column of '' built from zeroed offsets (no per-row work)."""
+    return pa.StringArray.from_buffers(rows, pa.py_buffer(np.zeros(rows + 1, dtype=np.int32)), pa.py_buffer(b""))
+
+
 def canonical_connections(
     location: str,
     pre: pa.Array | pa.ChunkedArray,
@@ -104,8 +109,7 @@ def canonical_connections(
     synapse_class: pa.Array | pa.ChunkedArray | None = None,
     neuropil: pa.Array | pa.ChunkedArray | None = None,
 ) -> pa.RecordBatch:
-    n = len(pre)
-    empty = pa.array(np.full(n, "", dtype=object), pa.string()) if synapse_class is None or neuropil is None else None
+    empty = empty_strings(len(pre)) if synapse_class is None or neuropil is None else None
     return pa.RecordBatch.from_arrays(
         [
             normalize_neuron_ids(pre, location, names[0]),
@@ -157,18 +161,28 @@ def read_feather_table(uri: str) -> pa.Table:
         raise SourceError(uri, f"cannot be read to the end; it may be truncated ({_arrow_problem(exc)})") from None
 
 
-def iter_feather_batches(uri: str, columns: Sequence[str], max_rows: int = CONNECTION_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-    """Only the named columns, one stored record batch at a time, sliced to at most max_rows."""
+def iter_feather_batches(uri: str, columns: Sequence[str], rows: int = CONNECTION_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+    """Only the named columns, as batches of about `rows` rows (small stored batches are
+    coalesced, large ones sliced), so per-batch overheads vanish and memory stays bounded."""
     schema = open_feather(uri).schema
     wanted = [schema.get_field_index(c) for c in columns]
     reader = open_feather(uri, pa.ipc.IpcReadOptions(included_fields=wanted, use_threads=True))
+    pending: list[pa.RecordBatch] = []
+    count = 0
     for index in range(reader.num_record_batches):
         try:
             batch = reader.get_batch(index)
         except (pa.ArrowInvalid, OSError) as exc:
             raise SourceError(uri, f"record batch {index} cannot be read; the file may be corrupt ({_arrow_problem(exc)})") from None
-        for start in range(0, batch.num_rows, max_rows):
-            yield batch.slice(start, max_rows)
+        for start in range(0, batch.num_rows, rows):
+            piece = batch.slice(start, rows)
+            pending.append(piece)
+            count += piece.num_rows
+            if count >= rows:
+                yield pa.concat_batches(pending)
+                pending, count = [], 0
+    if pending:
+        yield pa.concat_batches(pending)
 
 
 def open_csv(uri: str, column_types: Mapping[str, pa.DataType], required: Sequence[str]) -> pacsv.CSVStreamingReader:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
+from connectome_assets.connectome.streaming import ordered_parallel_map
 from connectome_assets.connectome.sources.base import (
     SourceModel,
     align_side_table,
@@ -77,11 +78,14 @@ class FlyemFeather(SourceModel):
     def iter_connections(self) -> Iterator[pa.RecordBatch]:
         uri = self.sources["weights"]
         columns = self._weight_columns()
-        for batch in iter_feather_batches(uri, columns):
+
+        def canonical(batch: pa.RecordBatch) -> pa.RecordBatch:
             optional = {OPTIONAL_WEIGHT_COLUMNS[c]: batch.column(c) for c in columns[3:]}
-            yield canonical_connections(
+            return canonical_connections(
                 uri, batch.column("body_pre"), batch.column("body_post"), batch.column("weight"), WEIGHT_COLUMNS, **optional
             )
+
+        yield from ordered_parallel_map(canonical, iter_feather_batches(uri, columns))
 
 
 def write_flyem_feather_release(neurons: pa.Table, connections: Iterator[pa.RecordBatch], directory: str, release: str) -> dict[str, str]:
