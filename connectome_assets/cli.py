@@ -161,7 +161,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    warnings.filterwarnings("ignore", category=UserWarning, module="dagster")
+    from dagster_shared.utils.warnings import BetaWarning, PreviewWarning
+
+    # We use partitioned checks and observable sources knowingly (docs/architecture.md).
+    warnings.filterwarnings("ignore", category=BetaWarning)
+    warnings.filterwarnings("ignore", category=PreviewWarning)
     args = _parser().parse_args(argv)
     settings = load_settings()
     try:
