@@ -26,11 +26,10 @@ the same rows). The timed section starts after the engine's imports (and, for ou
 has loaded its compiled kernels) and covers reading the annotated ids, building the id set, and
 reading and filtering every weight row:
 
-* ours: the `bodyId` column -> `AnnotatedNeuronSet`, then `filter_to_annotated_endpoints(
-  FlyemFeather(...).iter_connections(), ...)`, consuming every kept batch and summing its weights.
-  Its time is split into the source (time spent inside `iter_connections`: Feather read +
-  canonical batches) and the filter; a separate, untimed pass of the bare Feather read
-  (`iter_feather_batches`) gives the floor.
+* ours: the `bodyId` column -> `AnnotatedNeuronSet`, then `annotated_connections(FlyemFeather(...),
+  ...)` — the import's own path: Feather read -> `filter_to_annotated_endpoints` on the raw id
+  columns -> canonical kept rows — consuming every kept batch and summing its weights. A separate,
+  untimed pass of the bare Feather read (`iter_feather_batches`) gives the floor.
 * polars: `scan_ipc` -> `filter(body_pre.is_in(ids) & body_post.is_in(ids))` -> `len()`,
   `sum(weight)`, collected with the streaming engine.
 * duckdb: the Feather file as a pyarrow dataset; `WHERE body_pre IN (SELECT bodyId ...) AND
@@ -284,7 +283,8 @@ def run_ours(sources: Sources) -> EngineRun:
     import pyarrow.compute as pc
     import pyarrow.feather as feather
 
-    from connectome_assets.connectome.filtering import AnnotatedNeuronSet, EndpointFilterStats, filter_to_annotated_endpoints
+    from connectome_assets.connectome.filtering import AnnotatedNeuronSet, EndpointFilterStats
+    from connectome_assets.connectome.ingest import annotated_connections
     from connectome_assets.connectome.sources.base import iter_feather_batches
     from connectome_assets.connectome.sources.flyem_feather import WEIGHT_COLUMNS, FlyemFeather
 
@@ -297,10 +297,9 @@ def run_ours(sources: Sources) -> EngineRun:
         annotated = AnnotatedNeuronSet(feather.read_table(sources.annotations, columns=["bodyId"])["bodyId"])
         phases["annotated ids -> AnnotatedNeuronSet"] = time.perf_counter() - started
         model = FlyemFeather({"annotations": sources.annotations, "weights": sources.weights}, {}, "bench")
-        source = _timed(model.iter_connections(), phases, "source: iter_connections (Feather read + canonical batches)")
-        for batch in filter_to_annotated_endpoints(source, annotated, stats):
+        for batch in annotated_connections(model, annotated, stats):
             weight_sum += pc.sum(batch.column("weight")).as_py()
-    phases["filter: filter_to_annotated_endpoints"] = measured.seconds - sum(phases.values())
+    phases["annotated_connections: Feather read -> filter -> canonical kept rows"] = measured.seconds - sum(phases.values())
 
     started = time.perf_counter()
     for _ in iter_feather_batches(sources.weights, WEIGHT_COLUMNS):
@@ -348,7 +347,8 @@ def run_upload(sources: Sources, store: str) -> UploadRun:
 
     import pyarrow.feather as feather
 
-    from connectome_assets.connectome.filtering import AnnotatedNeuronSet, EndpointFilterStats, filter_to_annotated_endpoints
+    from connectome_assets.connectome.filtering import AnnotatedNeuronSet, EndpointFilterStats
+    from connectome_assets.connectome.ingest import annotated_connections
     from connectome_assets.connectome.sources.flyem_feather import FlyemFeather
     from connectome_assets.warehouse.client import connect
     from connectome_assets.warehouse.schema import ensure_schema
@@ -361,7 +361,7 @@ def run_upload(sources: Sources, store: str) -> UploadRun:
     model = FlyemFeather({"annotations": sources.annotations, "weights": sources.weights}, {}, "bench")
     phases: dict[str, float] = {}
     with Section() as measured:
-        filtered = filter_to_annotated_endpoints(model.iter_connections(), annotated, EndpointFilterStats())
+        filtered = annotated_connections(model, annotated, EndpointFilterStats())
         result = replace_dataset_rows(client, "bench", "synapses", uuid.uuid4(), _timed(filtered, phases, "stream"))
     client.close()
     return UploadRun(result.rows, result.inserts, phases["stream"], measured)

@@ -150,11 +150,16 @@ class _FilteredBatch:
 
 
 def _as_uint64(values: np.ndarray | pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Integer ids as uint64 without a copy. Signed ids are reinterpreted: a negative id becomes
+    a value >= 2**63 that no int64 source can have annotated, so it is dropped as unannotated
+    (and, were it ever kept, canonicalisation would reject it)."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     if isinstance(values, pa.Array):
         if values.null_count:
             raise ValueError("neuron ids must not be null")
+        if pa.types.is_signed_integer(values.type):
+            values = values.cast(pa.int64()).view(pa.uint64())
         values = values.cast(pa.uint64()).to_numpy(zero_copy_only=False)
     return np.ascontiguousarray(values, dtype=np.uint64)
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
 from connectome_assets.connectome.catalog import DatasetEntry
 from connectome_assets.connectome.filtering import AnnotatedNeuronSet, EndpointFilterStats, filter_to_annotated_endpoints
+from connectome_assets.connectome.sources import SourceModel
+from connectome_assets.connectome.streaming import ordered_parallel_map
 from connectome_assets.metadata.store import MetadataStore
 from connectome_assets.warehouse.schema import check_identifier, ensure_schema
 from connectome_assets.warehouse.upload import upload_table_atomically
@@ -62,6 +66,13 @@ def annotated_neuron_set(client: Client, database: str, dataset_id: uuid.UUID) -
     return AnnotatedNeuronSet(ids.column("neuron_id"))
 
 
+def annotated_connections(model: SourceModel, annotated: AnnotatedNeuronSet, stats: EndpointFilterStats) -> Iterator[pa.RecordBatch]:
+    """The source's connections through the endpoint filter, canonical: what `synapses` holds."""
+    stream = model.connection_stream()
+    kept = filter_to_annotated_endpoints(stream.batches, annotated, stats, stream.pre_column, stream.post_column)
+    return ordered_parallel_map(stream.canonical, kept)
+
+
 def import_synapses(entry: DatasetEntry, client: Client, database: str, state: MetadataStore) -> SynapseImport:
     started = time.perf_counter()
     model = entry.source_model()
@@ -75,6 +86,6 @@ def import_synapses(entry: DatasetEntry, client: Client, database: str, state: M
     ensure_schema(client, database)
     annotated = annotated_neuron_set(client, database, dataset_id)
     stats = EndpointFilterStats()
-    filtered = filter_to_annotated_endpoints(model.iter_connections(), annotated, stats)
-    result = upload_table_atomically(client, database, "synapses", dataset_id, filtered, state)
+    rows = annotated_connections(model, annotated, stats)
+    result = upload_table_atomically(client, database, "synapses", dataset_id, rows, state)
     return SynapseImport(dataset_id, version, annotated.size, stats, result.rows, result.inserts, time.perf_counter() - started)

@@ -188,3 +188,13 @@ def test_the_largest_uint64_id_is_a_valid_annotated_id() -> None:
     kept = pa.Table.from_batches(list(filter_to_annotated_endpoints([batch], annotated, stats)))
     assert kept.to_pydict() == {"pre_neuron_id": [largest, 1], "post_neuron_id": [1, largest]}
     assert (stats.dropped_pre_missing, stats.dropped_post_missing, stats.dropped_both_missing) == (1, 1, 0)
+
+
+def test_raw_signed_id_columns_are_filtered_without_conversion() -> None:
+    """Sources hand the filter their own int64 columns; a negative id is simply not annotated."""
+    annotated = AnnotatedNeuronSet(np.array([1, 2, 3], dtype=np.uint64))
+    raw = pa.record_batch({"body_pre": pa.array([1, -1, 2, -3], pa.int64()), "body_post": pa.array([2, 1, -2, -3], pa.int64())})
+    stats = EndpointFilterStats()
+    kept = pa.Table.from_batches(list(filter_to_annotated_endpoints([raw], annotated, stats, "body_pre", "body_post")))
+    assert kept.to_pydict() == {"body_pre": [1], "body_post": [2]}
+    assert (stats.dropped_pre_missing, stats.dropped_post_missing, stats.dropped_both_missing) == (1, 1, 1)

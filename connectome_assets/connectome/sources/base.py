@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -60,8 +61,31 @@ class SourceModel(abc.ABC):
         """Open the connection source and check its columns and types, without reading rows."""
 
     @abc.abstractmethod
+    def connection_stream(self) -> ConnectionStream:
+        """Every connection row of the source as stored (integer id columns), and how to make a
+        batch of them canonical."""
+
     def iter_connections(self) -> Iterator[pa.RecordBatch]:
-        """Every connection row of the source, unfiltered, as CONNECTION_SCHEMA batches."""
+        """Every connection row, unfiltered, as CONNECTION_SCHEMA batches (demo, exports)."""
+        stream = self.connection_stream()
+        for batch in stream.batches:
+            yield stream.canonical(batch)
+
+
+@dataclass(frozen=True)
+class ConnectionStream:
+    """A source's connection rows before canonicalisation.
+
+    The endpoint filter runs on `pre_column` / `post_column` (integer ids) of the raw batches, so
+    only the rows it keeps are canonicalised and value-checked: at male CNS scale 83% of the rows
+    are dropped and never converted. Canonicalising a kept batch still rejects negative ids,
+    fractional or negative weights, with the file named.
+    """
+
+    batches: Iterator[pa.RecordBatch]
+    pre_column: str
+    post_column: str
+    canonical: Callable[[pa.RecordBatch], pa.RecordBatch]
 
 
 def require_columns(location: str, available: Sequence[str], required: Sequence[str]) -> None:
@@ -120,6 +144,15 @@ def canonical_connections(
         ],
         schema=CONNECTION_SCHEMA,
     )
+
+
+def with_integer_ids(batch: pa.RecordBatch, columns: Sequence[str], location: str) -> pa.RecordBatch:
+    """Id columns the filter can probe: integers pass through, numeric strings are converted."""
+    for column in columns:
+        index = batch.schema.get_field_index(column)
+        if not pa.types.is_integer(batch.schema.field(index).type):
+            batch = batch.set_column(index, column, normalize_neuron_ids(batch.column(index), location, column))
+    return batch
 
 
 def _arrow_problem(exc: Exception) -> str:

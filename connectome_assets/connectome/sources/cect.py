@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from connectome_assets.connectome.errors import CatalogError, SourceError
-from connectome_assets.connectome.sources.base import SourceModel, canonical_connections, canonical_neurons
+from connectome_assets.connectome.sources.base import ConnectionStream, SourceModel, canonical_connections, canonical_neurons
 
 SYNAPSE_CLASSES = {"Generic_CS": "chemical", "Generic_GJ": "electrical"}
 
@@ -91,16 +91,21 @@ class CectPackage(SourceModel):
     def check_connections(self) -> None:
         self._load()
 
-    def iter_connections(self) -> Iterator[pa.RecordBatch]:
+    def connection_stream(self) -> ConnectionStream:
         names, matrices = self._load()
         ids = np.array([cect_neuron_id(n) for n in names], dtype=np.uint64)
-        for kind, matrix in matrices.items():
-            pre, post = np.nonzero(matrix)
-            yield canonical_connections(
-                self.path,
-                pa.array(ids[pre]),
-                pa.array(ids[post]),
-                pa.array(matrix[pre, post]),
-                ("pre", "post", kind),
-                synapse_class=pa.array([SYNAPSE_CLASSES.get(kind, kind.lower())] * len(pre), pa.string()),
-            )
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for kind, matrix in matrices.items():
+                pre, post = np.nonzero(matrix)
+                yield canonical_connections(
+                    self.path,
+                    pa.array(ids[pre]),
+                    pa.array(ids[post]),
+                    pa.array(matrix[pre, post]),
+                    ("pre", "post", kind),
+                    synapse_class=pa.array([SYNAPSE_CLASSES.get(kind, kind.lower())] * len(pre), pa.string()),
+                )
+
+        # A few thousand rows: built canonical straight away.
+        return ConnectionStream(batches(), "pre_neuron_id", "post_neuron_id", lambda batch: batch)

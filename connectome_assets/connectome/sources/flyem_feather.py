@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from connectome_assets.connectome.streaming import ordered_parallel_map
 from connectome_assets.connectome.sources.base import (
+    ConnectionStream,
     SourceModel,
     align_side_table,
     canonical_connections,
@@ -22,6 +22,7 @@ from connectome_assets.connectome.sources.base import (
     open_feather,
     read_feather_table,
     require_columns,
+    with_integer_ids,
 )
 
 # Source column -> canonical column; everything else becomes an attribute.
@@ -75,7 +76,7 @@ class FlyemFeather(SourceModel):
     def check_connections(self) -> None:
         self._weight_columns()
 
-    def iter_connections(self) -> Iterator[pa.RecordBatch]:
+    def connection_stream(self) -> ConnectionStream:
         uri = self.sources["weights"]
         columns = self._weight_columns()
 
@@ -85,7 +86,8 @@ class FlyemFeather(SourceModel):
                 uri, batch.column("body_pre"), batch.column("body_post"), batch.column("weight"), WEIGHT_COLUMNS, **optional
             )
 
-        yield from ordered_parallel_map(canonical, iter_feather_batches(uri, columns))
+        batches = (with_integer_ids(b, WEIGHT_COLUMNS[:2], uri) for b in iter_feather_batches(uri, columns))
+        return ConnectionStream(batches, "body_pre", "body_post", canonical)
 
 
 def write_flyem_feather_release(neurons: pa.Table, connections: Iterator[pa.RecordBatch], directory: str, release: str) -> dict[str, str]:

@@ -8,11 +8,11 @@ one row per pair and neuropil). The connection's nt_type is kept as its synapse 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import pyarrow as pa
 
 from connectome_assets.connectome.sources.base import (
+    ConnectionStream,
     SourceModel,
     align_side_table,
     canonical_connections,
@@ -52,12 +52,13 @@ class FlywireCodex(SourceModel):
     def check_connections(self) -> None:
         open_csv(self.sources["connections"], CONNECTION_TYPES, CONNECTION_COLUMNS)
 
-    def iter_connections(self) -> Iterator[pa.RecordBatch]:
+    def connection_stream(self) -> ConnectionStream:
         uri = self.sources["connections"]
         reader = open_csv(uri, CONNECTION_TYPES, CONNECTION_COLUMNS)
         names = reader.schema.names
-        for batch in iter_csv_batches(reader, uri):
-            yield canonical_connections(
+
+        def canonical(batch: pa.RecordBatch) -> pa.RecordBatch:
+            return canonical_connections(
                 uri,
                 batch.column("pre_root_id"),
                 batch.column("post_root_id"),
@@ -66,3 +67,5 @@ class FlywireCodex(SourceModel):
                 synapse_class=batch.column("nt_type") if "nt_type" in names else None,
                 neuropil=batch.column("neuropil") if "neuropil" in names else None,
             )
+
+        return ConnectionStream(iter_csv_batches(reader, uri), "pre_root_id", "post_root_id", canonical)

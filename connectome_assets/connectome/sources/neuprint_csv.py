@@ -6,11 +6,11 @@ Sources: `neurons` (traced-neurons.csv: bodyId,type,instance) and `connections`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import pyarrow as pa
 
 from connectome_assets.connectome.sources.base import (
+    ConnectionStream,
     SourceModel,
     canonical_connections,
     canonical_neurons,
@@ -40,9 +40,13 @@ class NeuprintCsv(SourceModel):
     def check_connections(self) -> None:
         open_csv(self.sources["connections"], CONNECTION_TYPES, CONNECTION_COLUMNS)
 
-    def iter_connections(self) -> Iterator[pa.RecordBatch]:
+    def connection_stream(self) -> ConnectionStream:
         uri = self.sources["connections"]
-        for batch in iter_csv_batches(open_csv(uri, CONNECTION_TYPES, CONNECTION_COLUMNS), uri):
-            yield canonical_connections(
+
+        def canonical(batch: pa.RecordBatch) -> pa.RecordBatch:
+            return canonical_connections(
                 uri, batch.column("bodyId_pre"), batch.column("bodyId_post"), batch.column("weight"), CONNECTION_COLUMNS
             )
+
+        batches = iter_csv_batches(open_csv(uri, CONNECTION_TYPES, CONNECTION_COLUMNS), uri)
+        return ConnectionStream(batches, "bodyId_pre", "bodyId_post", canonical)
