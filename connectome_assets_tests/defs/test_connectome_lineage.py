@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import dagster as dg
-import pyarrow as pa
 import pytest
 
 from connectome_assets.cli import DEFAULT_SELECTION, dagster_instance, main, materialize_dataset, register_dataset
