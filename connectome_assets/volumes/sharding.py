@@ -94,7 +94,8 @@ def _rotl32(x: int, r: int) -> int:
 
 def murmurhash3_x86_128_low64(value: int) -> int:
     """Low 64 bits (h2 << 32 | h1) of MurmurHash3_x86_128, seed 0, of the 8-byte little-endian value."""
-    c1, c2, c3, c4 = 0x239B961B, 0xAB0E9789, 0x38B34AE5, 0xA1E38B93
+    # An 8-byte key fills only the k1/k2 lanes, so c4 (the k4 constant) never applies.
+    c1, c2, c3 = 0x239B961B, 0xAB0E9789, 0x38B34AE5
     k1, k2 = struct.unpack("<II", struct.pack("<Q", value & _MASK64))
     h1 = h2 = h3 = h4 = 0
     # 8 bytes: no full 16-byte block, only the tail (k2 then k1 in MurmurHash's tail order).
