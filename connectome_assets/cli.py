@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import yaml
@@ -25,6 +26,9 @@ import yaml
 from connectome_assets.connectome.catalog import DatasetEntry, load_entry, write_entry
 from connectome_assets.connectome.errors import SourceError
 from connectome_assets.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # dagster is imported only by the commands that run it
+    import dagster as dg
 
 DEFAULT_SELECTION = "key:neurons or key:synapses or key:graph_edges"
 
@@ -63,7 +67,6 @@ def _absolute_source(uri: str) -> str:
 
 def register_dataset(settings: Settings, entry: DatasetEntry) -> Path:
     """Write the catalog entry, register the dataset id and its Dagster partition."""
-    from connectome_assets.defs.connectome.partitions import datasets_partitions
     from connectome_assets.metadata.store import MetadataStore
 
     path = write_entry(settings.catalog, entry)
@@ -71,32 +74,43 @@ def register_dataset(settings: Settings, entry: DatasetEntry) -> Path:
     store.migrate()
     store.ensure_dataset(entry.name, entry.model, entry.description)
     store.dispose()
-    instance = dagster_instance(settings)
-    if not instance.has_dynamic_partition(datasets_partitions.name, entry.name):
-        instance.add_dynamic_partitions(datasets_partitions.name, [entry.name])
+    ensure_partition(dagster_instance(settings), entry.name)
     return path
+
+
+def ensure_partition(instance: dg.DagsterInstance, name: str) -> None:
+    """The dataset's `datasets` partition exists in the instance (runs need it first)."""
+    from connectome_assets.defs.connectome.partitions import datasets_partitions
+
+    if not instance.has_dynamic_partition(datasets_partitions.name, name):
+        instance.add_dynamic_partitions(datasets_partitions.name, [name])
+
+
+def run_dataset_selection(
+    settings: Settings, name: str, selection: dg.AssetSelection, **execute_options: Any
+) -> dg.ExecuteInProcessResult:
+    """Execute the selected assets and checks of one dataset partition in-process."""
+    from connectome_assets.definitions import build_definitions
+
+    instance = dagster_instance(settings)
+    ensure_partition(instance, name)
+    defs = build_definitions(settings)
+    graph = defs.resolve_asset_graph()
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection=selection.resolve(graph), asset_check_selection=selection.resolve_checks(graph)
+    )
+    return job.execute_in_process(partition_key=name, instance=instance, raise_on_error=False, **execute_options)
 
 
 def materialize_dataset(settings: Settings, name: str, selection: str = DEFAULT_SELECTION) -> MaterializeReport:
     """Run one dataset partition's selected assets and their checks in-process."""
     import dagster as dg
 
-    from connectome_assets.definitions import build_definitions
-    from connectome_assets.defs.connectome.partitions import datasets_partitions
-
     load_entry(settings.catalog, name)  # an unknown dataset is named before any run starts
-    instance = dagster_instance(settings)
-    if not instance.has_dynamic_partition(datasets_partitions.name, name):
-        instance.add_dynamic_partitions(datasets_partitions.name, [name])
-    defs = build_definitions(settings)
-    job = defs.resolve_implicit_global_asset_job_def().get_subset(
-        asset_selection=dg.AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph()),
-        asset_check_selection=dg.AssetSelection.from_string(selection).resolve_checks(defs.resolve_asset_graph()),
-    )
-    result = job.execute_in_process(
-        partition_key=name,
-        instance=instance,
-        raise_on_error=False,
+    result = run_dataset_selection(
+        settings,
+        name,
+        dg.AssetSelection.from_string(selection),
         tags={"dataset": name},
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
     )

@@ -184,8 +184,8 @@ def encode_block(volume: np.ndarray, table: Sequence[int] | np.ndarray | None = 
         bits = _bits_for(len(palette))
         if bits == 0:
             continue
-        positions = np.searchsorted(palette, values, sorter=np.argsort(palette))
-        positions = np.argsort(palette)[positions].astype(np.uint16)
+        order = np.argsort(palette)
+        positions = order[np.searchsorted(palette, values, sorter=order)].astype(np.uint16)
         bit_matrix = (positions[:, None] >> np.arange(bits - 1, -1, -1, dtype=np.uint16)) & 1
         streams.append(np.packbits(bit_matrix.astype(np.uint8).ravel()).tobytes())
     return header + counts.tobytes() + indices.tobytes() + b"".join(streams)

@@ -9,8 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from connectome_assets.cli import DEFAULT_SELECTION, dagster_instance, main, materialize_dataset, register_dataset
-from connectome_assets.definitions import build_definitions
+from connectome_assets.cli import DEFAULT_SELECTION, main, materialize_dataset, register_dataset, run_dataset_selection
 from connectome_assets.metadata.store import MetadataStore
 from connectome_assets.settings import Settings
 from connectome_assets.warehouse.client import connect
@@ -20,15 +19,6 @@ REPO = Path(__file__).resolve().parents[2]
 BODIES = [10, 20, 30, 40]
 # (pre, post, weight): 99 and 77 are not annotated.
 EDGES = [(10, 20, 3), (20, 30, 1), (30, 10, 2), (40, 40, 5), (10, 99, 7), (99, 20, 1), (77, 99, 4)]
-
-
-def run_selection(settings: Settings, name: str, chosen: dg.AssetSelection) -> dg.ExecuteInProcessResult:
-    defs = build_definitions(settings)
-    graph = defs.resolve_asset_graph()
-    job = defs.resolve_implicit_global_asset_job_def().get_subset(
-        asset_selection=chosen.resolve(graph), asset_check_selection=chosen.resolve_checks(graph)
-    )
-    return job.execute_in_process(partition_key=name, instance=dagster_instance(settings), raise_on_error=False)
 
 
 def checks_of(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
@@ -80,7 +70,7 @@ def test_failing_endpoint_check_stops_downstream_in_the_same_run(settings: Setti
     assert materialize_dataset(settings, "toy").ok
     register_dataset(settings, entry("toy", {**release, "annotations": write_release(tmp_path / "v2", [10, 20, 40], [])["annotations"]}))
 
-    result = run_selection(settings, "toy", dg.AssetSelection.assets("neurons", "graph_edges") | dg.AssetSelection.checks_for_assets("synapses"))
+    result = run_dataset_selection(settings, "toy", dg.AssetSelection.assets("neurons", "graph_edges") | dg.AssetSelection.checks_for_assets("synapses"))
     checks = checks_of(result)
     assert checks["synapses/endpoint_integrity"] is False
     assert "neurons" in materialized(result)
@@ -99,7 +89,7 @@ def test_failing_neuron_state_check_stops_synapses(settings: Settings, tmp_path:
     connect(settings.clickhouse_url).command(
         f"ALTER TABLE {settings.clickhouse_database}.neurons DELETE WHERE dataset_id = '{dataset}' AND neuron_id = 40 SETTINGS mutations_sync = 2"
     )
-    result = run_selection(settings, "toy", dg.AssetSelection.checks_for_assets("neurons") | dg.AssetSelection.assets("synapses", "graph_edges"))
+    result = run_dataset_selection(settings, "toy", dg.AssetSelection.checks_for_assets("neurons") | dg.AssetSelection.assets("synapses", "graph_edges"))
     assert checks_of(result)["neurons/table_state_consistent"] is False
     assert materialized(result) == set()
     assert not {"synapses", "graph_edges"} & started_steps(result)

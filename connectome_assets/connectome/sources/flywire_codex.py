@@ -8,7 +8,6 @@ one row per pair and neuropil). The connection's nt_type is kept as its synapse 
 
 from __future__ import annotations
 
-
 import pyarrow as pa
 
 from connectome_assets.connectome.sources.base import (

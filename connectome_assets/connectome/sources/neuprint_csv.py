@@ -6,7 +6,6 @@ Sources: `neurons` (traced-neurons.csv: bodyId,type,instance) and `connections`
 
 from __future__ import annotations
 
-
 import pyarrow as pa
 
 from connectome_assets.connectome.sources.base import (
