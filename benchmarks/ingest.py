@@ -59,19 +59,16 @@ from __future__ import annotations
 
 import argparse
 import math
-import multiprocessing
 import os
-import resource
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
+
+from measure import Measurement, Section, in_fresh_process  # benchmarks/measure.py, beside this script
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -87,9 +84,6 @@ BATCH_ROWS = 1 << 16  # pandas / pyarrow `write_feather` default chunksize
 GENERATE_CHUNK_ROWS = 64 * BATCH_ROWS
 GENERATOR_VERSION = 1  # part of the cache key: bump it when the generated data changes
 DEFAULT_SEED = 20240611
-SAMPLE_SECONDS = 0.01
-
-Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
@@ -174,59 +168,6 @@ def _write_feather(path: str, schema: pa.Schema, tables: Iterator[pa.Table]) -> 
 
 # ---------------------------------------------------------------------------------------------
 # Measuring inside an engine's process
-
-
-def _status_mib(field_name: str) -> float:
-    """One memory field of /proc/self/status (VmRSS, RssAnon, ...) in MiB."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(f"{field_name}:"):
-                return int(line.split()[1]) / 1024
-    raise KeyError(field_name)
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-@dataclass
-class Measurement:
-    seconds: float = 0.0
-    cpu_seconds: float = 0.0
-    rss_before_mib: float = 0.0
-    peak_rss_mib: float = 0.0
-    peak_anon_mib: float = 0.0
-
-
-class Section:
-    """Measures the code inside `with Section() as measured:` into the Measurement `measured`."""
-
-    def __init__(self) -> None:
-        self.measured = Measurement()
-        self._cpu = self._started = 0.0
-        self._stop = threading.Event()
-        self._sampler = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while True:
-            self.measured.peak_anon_mib = max(self.measured.peak_anon_mib, _status_mib("RssAnon"))
-            if self._stop.wait(SAMPLE_SECONDS):
-                return
-
-    def __enter__(self) -> Measurement:
-        self.measured.rss_before_mib = _status_mib("VmRSS")
-        self._sampler.start()
-        self._cpu = _cpu_seconds()
-        self._started = time.perf_counter()
-        return self.measured
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
-        self.measured.seconds = time.perf_counter() - self._started
-        self.measured.cpu_seconds = _cpu_seconds() - self._cpu
-        self._stop.set()
-        self._sampler.join()
-        self.measured.peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 @dataclass
@@ -365,11 +306,6 @@ def run_upload(sources: Sources, store: str) -> UploadRun:
         result = replace_dataset_rows(client, "bench", "synapses", uuid.uuid4(), _timed(filtered, phases, "stream"))
     client.close()
     return UploadRun(result.rows, result.inserts, phases["stream"], measured)
-
-
-def in_fresh_process(function: Callable[..., Result], *args: object) -> Result:
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(function, *args).result()
 
 
 ENGINES: dict[str, Callable[[Sources], EngineRun]] = {"ours": run_ours, "polars": run_polars, "duckdb": run_duckdb}

@@ -3,10 +3,13 @@
     connectome dataset add NAME --model MODEL --source KEY=URI … [--option KEY=VALUE …]
     connectome dataset list
     connectome materialize NAME [--select SELECTION]
+    connectome purge NAME [--tables TABLE …] [--dry-run]
     connectome demo
+    connectome cache populate --dataset NAME [--out DIR]
 
 `materialize` runs the dataset partition's lineage in-process against $DAGSTER_HOME and exits
-non-zero if any step fails or any check does not pass.
+non-zero if any step fails or any check does not pass. `purge` deletes a dataset's rows from its
+source and dataset-scoped tables (never global ones) and resets their upload state to pending.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from connectome_assets.settings import Settings, load_settings
 if TYPE_CHECKING:  # dagster is imported only by the commands that run it
     import dagster as dg
 
-DEFAULT_SELECTION = "key:neurons or key:synapses or key:graph_edges"
+# The assets of the main job `dataset_import` (defs/connectome/jobs.py), as a selection string.
+DEFAULT_SELECTION = "key:neurons or key:synapses or key:graph_edges or key:bottleneck_neurons or key:feature_exports"
 
 
 @dataclass
@@ -140,10 +144,60 @@ def print_report(report: MaterializeReport) -> None:
             f" post missing {synapses['dropped_post_missing']:,}, both {synapses['dropped_both_missing']:,})"
         )
         print(f"  written           {synapses['rows_written']:>12,}")
+    bottlenecks = report.materialized.get("bottleneck_neurons", {})
+    if bottlenecks:
+        print(
+            f"  bottleneck rows   {bottlenecks['rows_written']:>12,}  ({bottlenecks['articulation_points']:,} articulation points,"
+            f" status {bottlenecks['status']}, backend {bottlenecks['backend']})"
+        )
     for asset, check, passed, description in report.checks:
         print(f"  check {asset}/{check}: {'passed' if passed else 'FAILED'}{' - ' + description if description else ''}")
     for failure in report.failures:
         print(f"  failure {failure}")
+
+
+def purge(settings: Settings, name: str, tables: Sequence[str], dry_run: bool) -> None:
+    """Print the purge plan of a dataset and, unless a dry run, run it and print what it did."""
+    from connectome_assets.metadata.store import MetadataStore
+    from connectome_assets.warehouse.client import connect
+    from connectome_assets.warehouse.purge import execute_purge, plan_purge
+
+    store = MetadataStore(settings.metadata_url)
+    try:
+        store.migrate()
+        dataset_id = store.dataset_id(name)
+        client = connect(settings.clickhouse_url)
+        plan = plan_purge(client, settings.clickhouse_database, dataset_id, tables)
+        if dry_run:
+            print(f"dataset {name} ({dataset_id}): dry run, would delete {plan.total_rows:,} rows from {settings.clickhouse_database}")
+            for planned in plan.tables:
+                print(f"  {planned.table:<40} {planned.rows:>12,}")
+            return
+        result = execute_purge(client, plan, store)
+    finally:
+        store.dispose()
+    print(f"dataset {name} ({dataset_id}): deleted {result.total_rows:,} rows from {settings.clickhouse_database}")
+    for table, rows in result.deleted.items():
+        print(f"  {table:<40} {rows:>12,}")
+    print(f"  upload state reset to pending: {', '.join(result.reset_state) or 'none'}")
+
+
+def cache_populate(settings: Settings, name: str, out: Path) -> None:
+    """Download the dataset's derived products into `<out>/<name>/` and print the rows of each."""
+    from connectome_assets.metadata.store import MetadataStore
+    from connectome_assets.warehouse.article_cache import populate_article_cache
+    from connectome_assets.warehouse.client import connect
+
+    store = MetadataStore(settings.metadata_url)
+    try:
+        store.migrate()
+        result = populate_article_cache(connect(settings.clickhouse_url), settings.clickhouse_database, store, name, out)
+    finally:
+        store.dispose()
+    print(f"dataset {name}: article cache {result.directory} (source version {result.version})")
+    for table in result.tables:
+        print(f"  {table.table:<40} {table.rows:>12,} rows  (status {table.status or 'none'})")
+    print(f"  {'precomputed_analysis_status':<40} {result.status_rows:>12,} rows")
 
 
 def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
@@ -171,6 +225,14 @@ def _parser() -> argparse.ArgumentParser:
     materialize.add_argument("name")
     materialize.add_argument("--select", default=DEFAULT_SELECTION, help=f"Dagster asset selection (default: {DEFAULT_SELECTION!r})")
     commands.add_parser("demo", help="build the C. elegans demo datasets and materialize them")
+    cache = commands.add_parser("cache", help="the local article cache of derived products").add_subparsers(dest="action", required=True)
+    populate = cache.add_parser("populate", help="download a dataset's deployed derived products into local Parquet")
+    populate.add_argument("--dataset", required=True)
+    populate.add_argument("--out", type=Path, default=None, help="cache folder (default: $CONNECTOME_ARTICLE_CACHE)")
+    purge_parser = commands.add_parser("purge", help="delete a dataset's rows from its source and dataset-scoped tables")
+    purge_parser.add_argument("name")
+    purge_parser.add_argument("--tables", nargs="+", action="extend", default=[], metavar="TABLE", help="only these dataset tables")
+    purge_parser.add_argument("--dry-run", action="store_true", help="only print the tables and row counts that would be deleted")
     return parser
 
 
@@ -200,6 +262,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = materialize_dataset(settings, args.name, args.select)
             print_report(report)
             return 0 if report.ok else 1
+        if args.command == "purge":
+            from connectome_assets.metadata.store import UnknownDatasetError
+            from connectome_assets.warehouse.purge import NotADatasetTableError
+
+            try:
+                purge(settings, args.name, args.tables, args.dry_run)
+            except (UnknownDatasetError, NotADatasetTableError) as exc:
+                print(f"connectome: {exc}", file=sys.stderr)
+                return 2
+            return 0
+        if args.command == "cache" and args.action == "populate":
+            from connectome_assets.graph.status import SourceNotUploadedError
+            from connectome_assets.metadata.store import UnknownDatasetError
+            from connectome_assets.warehouse.article_cache import ArticleCacheError
+
+            try:
+                cache_populate(settings, args.dataset, args.out or settings.article_cache)
+            except UnknownDatasetError as exc:
+                print(f"connectome: {exc}", file=sys.stderr)
+                return 2
+            except (ArticleCacheError, SourceNotUploadedError) as exc:
+                print(f"connectome: {exc}", file=sys.stderr)
+                return 1
+            return 0
         if args.command == "demo":
             from connectome_assets.demo import run_demo
 

@@ -2,14 +2,24 @@
 
 import dagster as dg
 
+# Stage modules, not their Definitions objects: one Definitions at module scope (`defs`).
 from connectome_assets.defs.connectome import definitions as connectome_stage
+from connectome_assets.defs.exports import definitions as exports_stage
+from connectome_assets.defs.graph import definitions as graph_stage
+from connectome_assets.defs.maintenance import definitions as maintenance_stage
 from connectome_assets.defs.resources import build_resources
 from connectome_assets.settings import Settings, load_settings
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     resources = build_resources(settings or load_settings())
-    return dg.Definitions.merge(connectome_stage.connectome_defs, dg.Definitions(resources=resources))
+    return dg.Definitions.merge(
+        connectome_stage.connectome_defs,
+        graph_stage.graph_defs,
+        exports_stage.exports_defs,
+        maintenance_stage.maintenance_defs,
+        dg.Definitions(resources=resources),
+    )
 
 
 defs = build_definitions()

@@ -23,6 +23,7 @@ class Settings:
     catalog: Path
     exports: Path
     dagster_home: Path
+    article_cache: Path  # local Parquet cache of derived products (`connectome cache populate`)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -38,4 +39,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         catalog=Path(env.get("CONNECTOME_CATALOG", str(home / "catalog"))).expanduser().resolve(),
         exports=Path(env.get("CONNECTOME_EXPORTS", str(home / "exports"))).expanduser().resolve(),
         dagster_home=Path(env.get("DAGSTER_HOME", str(home / "dagster"))).expanduser().resolve(),
+        article_cache=Path(env.get("CONNECTOME_ARTICLE_CACHE", str(home / "article_cache"))).expanduser().resolve(),
     )

@@ -158,4 +158,5 @@ def settings(tmp_path: Path, chdb_url: str, database: str, metadata_url: str) ->
         catalog=base.catalog,
         exports=base.exports,
         dagster_home=base.dagster_home,
+        article_cache=base.article_cache,
     )

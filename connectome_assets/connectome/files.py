@@ -17,7 +17,8 @@ import pyarrow.fs as pafs
 from connectome_assets.connectome.errors import SourceError
 
 
-def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+def filesystem_for(uri: str) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem and in-filesystem path of a local path, `file://…` or `gs://…` URI."""
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
         path = parsed.path if parsed.scheme == "file" else uri
@@ -46,7 +47,7 @@ class FileFingerprint:
 
 def fingerprint(uri: str) -> FileFingerprint:
     """Identity of a file's current contents without reading it (size and modification time)."""
-    fs, path = _filesystem(uri)
+    fs, path = filesystem_for(uri)
     try:
         info = fs.get_file_info(path)
     except OSError as exc:
@@ -68,7 +69,7 @@ def combined_fingerprint(uris: list[str]) -> str:
 
 def open_random_access(uri: str) -> pa.NativeFile:
     """A seekable file, for Feather / Arrow IPC files read batch by batch."""
-    fs, path = _filesystem(uri)
+    fs, path = filesystem_for(uri)
     fingerprint(uri)  # a missing file is named as such, not as an OSError
     try:
         return fs.open_input_file(path)
@@ -78,7 +79,7 @@ def open_random_access(uri: str) -> pa.NativeFile:
 
 def open_stream(uri: str) -> pa.NativeFile:
     """A forward-only stream, gunzipped when the name ends in .gz."""
-    fs, path = _filesystem(uri)
+    fs, path = filesystem_for(uri)
     fingerprint(uri)
     compression = "gzip" if path.endswith(".gz") else None
     try:

@@ -30,7 +30,7 @@ _PREFILTER_BITS = 22  # 2**22 bits = 512 KiB
 
 
 @numba.njit(cache=True, nogil=True)
-def _insert_all(ids, keys, prefilter, shift, prefilter_shift):  # pragma: no cover - compiled
+def _insert_all(ids, keys, positions, prefilter, shift, prefilter_shift):  # pragma: no cover - compiled
     mask = np.uint64(len(keys) - 1)
     empty = np.uint64(0xFFFFFFFFFFFFFFFF)
     for i in range(len(ids)):
@@ -43,7 +43,28 @@ def _insert_all(ids, keys, prefilter, shift, prefilter_shift):  # pragma: no cov
         slot = hashed >> np.uint64(shift)
         while keys[slot] != empty and keys[slot] != key:
             slot = (slot + np.uint64(1)) & mask
-        keys[slot] = key
+        if keys[slot] != key:
+            keys[slot] = key
+            positions[slot] = i  # the first occurrence
+
+
+@numba.njit(cache=True, nogil=True)
+def _positions_of(ids, keys, positions, shift, out):  # pragma: no cover - compiled
+    mask = np.uint64(len(keys) - 1)
+    empty = np.uint64(0xFFFFFFFFFFFFFFFF)
+    missing = 0
+    for i in range(len(ids)):
+        key = ids[i]
+        slot = (key * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(shift)
+        out[i] = -1
+        while keys[slot] != empty:
+            if keys[slot] == key:
+                out[i] = positions[slot]
+                break
+            slot = (slot + np.uint64(1)) & mask
+        if out[i] < 0:
+            missing += 1
+    return missing
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -88,12 +109,27 @@ class AnnotatedNeuronSet:
         ids = _as_uint64(neuron_ids)
         bits = max(10, int(np.ceil(np.log2(max(len(ids), 1) * 2))))  # load factor <= 1/2
         self._keys = np.full(1 << bits, _EMPTY, dtype=np.uint64)
+        self._positions = np.empty(1 << bits, dtype=np.int64)  # where each key is in `neuron_ids`
         self._prefilter = np.zeros((1 << _PREFILTER_BITS) // 64, dtype=np.uint64)
         self._shift = 64 - bits
         self._prefilter_shift = 64 - _PREFILTER_BITS
-        self._has_empty_key = bool((ids == _EMPTY).any())
-        _insert_all(ids, self._keys, self._prefilter, self._shift, self._prefilter_shift)
+        empty_at = np.flatnonzero(ids == _EMPTY)
+        self._has_empty_key = len(empty_at) > 0
+        self._empty_key_position = int(empty_at[0]) if len(empty_at) else -1
+        _insert_all(ids, self._keys, self._positions, self._prefilter, self._shift, self._prefilter_shift)
         self.size = int(np.unique(ids).size) if len(ids) else 0
+
+    def positions_of(self, ids: np.ndarray) -> tuple[np.ndarray, int]:
+        """For each id, its position in the `neuron_ids` the set was built from (-1 if absent),
+        and how many are absent: the dataset's neuron ids as graph vertex numbers."""
+        ids = _as_uint64(ids)
+        out = np.empty(len(ids), dtype=np.int64)
+        missing = _positions_of(ids, self._keys, self._positions, self._shift, out)
+        if self._has_empty_key:
+            at_sentinel = ids == _EMPTY
+            out[at_sentinel] = self._empty_key_position
+            missing -= int(at_sentinel.sum())
+        return out, int(missing)
 
     def endpoint_mask(self, pre: np.ndarray, post: np.ndarray) -> tuple[np.ndarray, int, int, int]:
         """Keep-mask and the (pre only, post only, both) missing counts for one batch."""

@@ -56,9 +56,17 @@ class CatalogResource(dg.ConfigurableResource):
         return entry_digest(Path(self.path), name)
 
 
+class StorageResource(dg.ConfigurableResource):
+    """Where exports go (the object store) and where the local article cache lives."""
+
+    object_store: str = Field(description="file:///abs/path or gs://bucket/prefix")
+    article_cache: str = Field(description="Local folder of the article cache (one sub-folder per dataset).")
+
+
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {
         "clickhouse": ClickHouseResource(url=settings.clickhouse_url, database=settings.clickhouse_database),
         "metadata": MetadataResource(url=settings.metadata_url),
         "catalog": CatalogResource(path=str(settings.catalog)),
+        "storage": StorageResource(object_store=settings.object_store, article_cache=str(settings.article_cache)),
     }

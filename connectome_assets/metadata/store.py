@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,6 +116,27 @@ class MetadataStore:
 
     def fail_upload(self, dataset_id: uuid.UUID, table_id: str, error: str) -> None:
         self._transition(dataset_id, table_id, "failed", error=error[:4000])
+
+    def reset_table_state(self, dataset_id: uuid.UUID, table_ids: Iterable[str]) -> list[str]:
+        """Mark tables whose rows were deleted for regeneration `pending`, with no rows.
+
+        Only existing state rows change (no row is created); returns the reset table ids, sorted.
+        """
+        wanted = list(dict.fromkeys(table_ids))
+        if not wanted:
+            return []
+        with self._session() as session, session.begin():
+            rows = session.scalars(
+                sa.select(DatasetTableState)
+                .where(DatasetTableState.dataset_id == dataset_id, DatasetTableState.table_id.in_(wanted))
+                .with_for_update()
+            ).all()
+            for row in rows:
+                row.upload_state = "pending"
+                row.row_count = None
+                row.uploaded_at = None
+                row.error_message = None
+            return sorted(row.table_id for row in rows)
 
     def _transition(self, dataset_id, table_id, state, error, row_count=None, uploaded_at=None) -> None:
         with self._session() as session, session.begin():

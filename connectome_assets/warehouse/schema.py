@@ -61,8 +61,29 @@ def ddl_statements(database: str) -> list[str]:
             exact Bool,
             params String,
             source_data_version String,
-            computed_at DateTime64(3, 'UTC')
+            computed_at DateTime64(3, 'UTC'),
+            message String DEFAULT ''
         ) ENGINE = ReplacingMergeTree(computed_at) ORDER BY (dataset_id, product)""",
+        # Homes created before `message` existed get the column too.
+        f"ALTER TABLE {db}.precomputed_analysis_status ADD COLUMN IF NOT EXISTS message String DEFAULT ''",
+        # Bottleneck neurons (docs/graph-products.md): one row per neuron with at least one
+        # connection to another neuron; `rank` 1 is the strongest bottleneck.
+        f"""CREATE TABLE IF NOT EXISTS {db}.precomputed_bottleneck_neurons (
+            dataset_id UUID,
+            neuron_id UInt64,
+            polarity LowCardinality(String),
+            type LowCardinality(String),
+            is_articulation_point Bool,
+            separated_neurons UInt32,
+            components_after_removal UInt32,
+            degree UInt32,
+            in_degree UInt32,
+            out_degree UInt32,
+            in_weight UInt64,
+            out_weight UInt64,
+            betweenness Nullable(Float64),
+            rank UInt32
+        ) ENGINE = MergeTree PARTITION BY dataset_id ORDER BY (dataset_id, rank)""",
     ]
 
 

@@ -198,3 +198,16 @@ def test_raw_signed_id_columns_are_filtered_without_conversion() -> None:
     kept = pa.Table.from_batches(list(filter_to_annotated_endpoints([raw], annotated, stats, "body_pre", "body_post")))
     assert kept.to_pydict() == {"body_pre": [1], "body_post": [2]}
     assert (stats.dropped_pre_missing, stats.dropped_post_missing, stats.dropped_both_missing) == (1, 1, 1)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_positions_of_numbers_ids_by_their_place_in_the_set(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    ids = np.unique(rng.integers(1, 2**63, 50_000, dtype=np.int64)).astype(np.uint64)
+    ids = np.append(ids, np.uint64(2**64 - 1))  # the hash set's own sentinel is a valid id too
+    vertices = AnnotatedNeuronSet(ids)
+    probe = np.concatenate([ids[rng.integers(0, len(ids), 10_000)], np.array([0, 7, 2**63 + 5], np.uint64)])
+    positions, missing = vertices.positions_of(probe)
+    place = {value: i for i, value in enumerate(ids.tolist())}
+    assert positions.tolist() == [place.get(value, -1) for value in probe.tolist()]
+    assert missing == 3

@@ -44,7 +44,7 @@ def test_dataset_lineage_materializes_with_every_check_passing(settings: Setting
     register_dataset(settings, entry("toy", write_release(tmp_path / "release", BODIES, EDGES)))
     report = materialize_dataset(settings, "toy")
     assert report.ok, report
-    assert set(report.materialized) == {"neurons", "synapses", "graph_edges"}
+    assert set(report.materialized) == {"neurons", "synapses", "graph_edges", "bottleneck_neurons", "feature_exports"}
     synapses = report.materialized["synapses"]
     assert (synapses["rows_read"], synapses["rows_written"]) == (7, 4)
     assert (synapses["dropped_pre_missing"], synapses["dropped_post_missing"], synapses["dropped_both_missing"]) == (1, 1, 1)
@@ -54,7 +54,12 @@ def test_dataset_lineage_materializes_with_every_check_passing(settings: Setting
         ("neurons", "table_state_consistent"),
         ("synapses", "endpoint_integrity"),
         ("synapses", "table_state_consistent"),
+        ("bottleneck_neurons", "graph_products_present"),
+        ("feature_exports", "export_row_counts"),
     }
+    bottlenecks = report.materialized["bottleneck_neurons"]
+    # The triangle 10-20-30; 40 only connects to itself, so it is a vertex but not a row.
+    assert (bottlenecks["rows_written"], bottlenecks["articulation_points"], bottlenecks["status"]) == (3, 0, "ok")
     edges = report.materialized["graph_edges"]
     assert (edges["edges"], edges["self_loops"], edges["total_weight"]) == (4, 1, 11)
     # No placeholder neurons: the warehouse holds exactly the annotated bodies.
@@ -70,12 +75,14 @@ def test_failing_endpoint_check_stops_downstream_in_the_same_run(settings: Setti
     assert materialize_dataset(settings, "toy").ok
     register_dataset(settings, entry("toy", {**release, "annotations": write_release(tmp_path / "v2", [10, 20, 40], [])["annotations"]}))
 
-    result = run_dataset_selection(settings, "toy", dg.AssetSelection.assets("neurons", "graph_edges") | dg.AssetSelection.checks_for_assets("synapses"))
+    result = run_dataset_selection(
+        settings, "toy", dg.AssetSelection.assets("neurons", "graph_edges", "bottleneck_neurons") | dg.AssetSelection.checks_for_assets("synapses")
+    )
     checks = checks_of(result)
     assert checks["synapses/endpoint_integrity"] is False
     assert "neurons" in materialized(result)
     assert "graph_edges" not in materialized(result)
-    assert "graph_edges" not in started_steps(result)
+    assert not {"graph_edges", "bottleneck_neurons"} & started_steps(result)
     assert "neurons" in started_steps(result)
     assert not result.success
 

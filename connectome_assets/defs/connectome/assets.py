@@ -18,7 +18,7 @@ def dataset_table_asset(upstream: dg.AssetsDefinition | dg.SourceAsset):
     return dg.asset(partitions_def=datasets_partitions, deps=[upstream], pool="clickhouse", group_name="connectome", kinds={"clickhouse"})
 
 
-def _failure(exc: Exception) -> dg.Failure:
+def failure(exc: Exception) -> dg.Failure:
     """An asset failure whose description is the one sentence a person acts on."""
     return dg.Failure(description=str(exc), allow_retries=False)
 
@@ -51,7 +51,7 @@ def neurons(
         entry = catalog.entry(context.partition_key)
         result = import_neurons(entry, clickhouse.get_client(), clickhouse.database, metadata.get_store())
     except _ACTIONABLE as exc:
-        raise _failure(exc) from exc
+        raise failure(exc) from exc
     return dg.MaterializeResult(
         metadata={
             "dataset_id": str(result.dataset_id),
@@ -77,7 +77,7 @@ def synapses(
         entry = catalog.entry(context.partition_key)
         result = import_synapses(entry, clickhouse.get_client(), clickhouse.database, metadata.get_store())
     except _ACTIONABLE as exc:
-        raise _failure(exc) from exc
+        raise failure(exc) from exc
     stats = result.filter
     seconds = max(result.seconds, 1e-9)
     return dg.MaterializeResult(

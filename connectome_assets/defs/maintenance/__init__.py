@@ -1,0 +1,1 @@
+"""Maintenance stage: operator jobs that repair the warehouse (purge a dataset)."""

@@ -1,0 +1,1 @@
+"""Graph products computed from the canonical edge stream (no dagster imports)."""
