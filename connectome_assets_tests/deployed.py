@@ -14,7 +14,7 @@ from connectome_assets.metadata.store import MetadataStore
 from connectome_assets.warehouse.upload import upload_table_atomically
 
 BOTTLENECK_COLUMNS = [
-    "dataset_id", "neuron_id", "polarity", "type", "is_articulation_point", "separated_neurons", "components_after_removal",
+    "dataset_id", "neuron_id", "name", "type", "polarity", "is_articulation_point", "separated_neurons", "components_after_removal",
     "degree", "in_degree", "out_degree", "in_weight", "out_weight", "betweenness", "rank",
 ]  # fmt: skip
 
@@ -53,7 +53,7 @@ def upload_source(
 def insert_bottlenecks(client: Client, database: str, dataset_id: uuid.UUID, neuron_ids: list[int]) -> None:
     """Product rows as the graph stage would have deployed them (one with a NULL betweenness)."""
     rows = [
-        [dataset_id, n, "excitatory", f"T{n}", rank == 1, 10 - rank, 2, 3, 1, 2, 5 * n, 7 * n, None if rank == 2 else 0.5 / rank, rank]
+        [dataset_id, n, f"N{n}", f"T{n}", "excitatory", rank == 1, 10 - rank, 2, 3, 1, 2, 5 * n, 7 * n, None if rank == 2 else 0.5 / rank, rank]
         for rank, n in enumerate(neuron_ids, start=1)
     ]
     client.insert(f"{database}.precomputed_bottleneck_neurons", rows, column_names=BOTTLENECK_COLUMNS)

@@ -67,8 +67,7 @@ class NeuronGraph:
     """Vertices are indices into `neuron_ids` (sorted); edges are directed, loop-free."""
 
     neuron_ids: np.ndarray  # uint64, sorted
-    polarity: pa.Array
-    type: pa.Array
+    annotations: pa.Table  # name, type, polarity of each vertex, as strings
     src: np.ndarray  # int32 vertex indices
     dst: np.ndarray
     weight: np.ndarray  # uint32
@@ -89,7 +88,7 @@ def load_neuron_graph(client: Client, database: str, dataset_id: uuid.UUID, min_
     params = {"ds": str(dataset_id), "min_weight": min_weight}
     # Runbook: production neurons.polarity may be Int8; cast in SQL so any stored type works.
     neurons = client.query_arrow(
-        f"""SELECT neuron_id, toString(polarity) AS polarity, toString(type) AS type
+        f"""SELECT neuron_id, toString(name) AS name, toString(type) AS type, toString(polarity) AS polarity
             FROM {db}.neurons WHERE dataset_id = {{ds:UUID}} ORDER BY neuron_id""",
         parameters=params,
     )
@@ -119,7 +118,8 @@ def load_neuron_graph(client: Client, database: str, dataset_id: uuid.UUID, min_
             dst[filled : filled + rows] = post[between]
             weight[filled : filled + rows] = np.asarray(weights, np.uint32)[between]
             filled += rows
-    return NeuronGraph(ids, neurons.column("polarity"), neurons.column("type"), src[:filled], dst[:filled], weight[:filled], self_loops)
+    annotations = neurons.select(["name", "type", "polarity"])
+    return NeuronGraph(ids, annotations, src[:filled], dst[:filled], weight[:filled], self_loops)
 
 
 def _vertex_numbers(vertices: AnnotatedNeuronSet, endpoints: np.ndarray, side: str) -> np.ndarray:
@@ -168,8 +168,7 @@ def compute_bottleneck_neurons(graph: NeuronGraph, params: BottleneckParams) -> 
     rows = pa.table(
         {
             "neuron_id": pa.array(graph.neuron_ids[order], pa.uint64()),
-            "polarity": graph.polarity.take(order),
-            "type": graph.type.take(order),
+            **{column: graph.annotations.column(column).take(order) for column in graph.annotations.column_names},
             "is_articulation_point": pa.array(topology.is_articulation_point[order]),
             "separated_neurons": pa.array(topology.separated_neurons[order].astype(np.uint32)),
             "components_after_removal": pa.array(topology.components_after_removal[order].astype(np.uint32)),

@@ -98,8 +98,8 @@ def populate_article_cache(client: Client, database: str, store: MetadataStore, 
         cached = []
         for table in tables:
             schema, stream = open_dataset_rows(client, db, table, dataset_id)
-            with stream:
-                rows, size = write_parquet(local, str(staging / f"{table}.parquet"), schema, stream)
+            with stream as batches:
+                rows, size = write_parquet(local, str(staging / f"{table}.parquet"), schema, batches)
             if rows != counts[table]:
                 raise ArticleCacheError(
                     f"`{table}` changed while it was downloaded ({counts[table]} rows counted, {rows} read); populate the cache again"
@@ -109,8 +109,8 @@ def populate_article_cache(client: Client, database: str, store: MetadataStore, 
         status_rows = 0
         if STATUS_TABLE in present:
             schema, stream = open_dataset_rows(client, db, STATUS_TABLE, dataset_id, final=True)
-            with stream:
-                status_rows, _ = write_parquet(local, str(staging / f"{STATUS_TABLE}.parquet"), schema, stream)
+            with stream as batches:
+                status_rows, _ = write_parquet(local, str(staging / f"{STATUS_TABLE}.parquet"), schema, batches)
         manifest = {
             "dataset": dataset,
             "dataset_id": str(dataset_id),

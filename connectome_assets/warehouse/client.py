@@ -11,9 +11,14 @@ process and shared; a second path in the same process is a clear error.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 from urllib.parse import urlparse
 
 import clickhouse_connect
+import pyarrow as pa
+from clickhouse_connect.driver._backend.chdb_backend import ChdbBackend, _ChdbStreamSource
 from clickhouse_connect.driver.client import Client
 
 _lock = threading.Lock()
@@ -50,3 +55,27 @@ def connect(url: str) -> Client:
 
 def is_embedded(url: str) -> bool:
     return urlparse(url).scheme == "chdb"
+
+
+@contextmanager
+def arrow_batches(client: Client, query: str, parameters: dict[str, Any] | None = None) -> Iterator[Iterator[pa.RecordBatch]]:
+    """The query's result as Arrow record batches, streamed: memory holds one block at a time.
+
+    clickhouse-connect streams Arrow from a server, but its chDB backend materialises an
+    `ArrowStream` result whole before the first batch (only Native and a few text formats stream
+    there). chDB itself emits each block as a complete Arrow IPC stream, so for an embedded client
+    we read those blocks one by one through the backend's own stream source (clickhouse-connect
+    1.12, pinned). Strings come out as `string`, as `query_arrow_stream` gives them. Issue no other
+    query on the client until the batches are consumed or the block is left.
+    """
+    backend = getattr(client, "_backend", None)
+    if not isinstance(backend, ChdbBackend):
+        with client.query_arrow_stream(query, parameters=parameters) as stream:
+            yield iter(stream)
+        return
+    sql = f"{query}\nSETTINGS output_format_arrow_string_as_string = 1"
+    source = _ChdbStreamSource(backend._open_stream(sql, "ArrowStream", parameters or {}, client.database), backend._handle, backend.show_clickhouse_errors)
+    try:
+        yield (batch for block in source.gen for batch in pa.ipc.open_stream(block))
+    finally:
+        source.close()  # releases chDB's connection lock even when the consumer stops early

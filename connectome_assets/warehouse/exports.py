@@ -14,7 +14,8 @@ import datetime as dt
 import json
 import secrets
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,12 +23,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.common import StreamContext
 
 from connectome_assets.connectome.catalog import NAME_PATTERN
 from connectome_assets.connectome.files import filesystem_for
 from connectome_assets.graph.status import PRODUCTS, graph_source_version, latest_status, product_problem
 from connectome_assets.metadata.store import MetadataStore
+from connectome_assets.warehouse.client import arrow_batches
 from connectome_assets.warehouse.schema import check_identifier
 from connectome_assets.warehouse.scoped_tables import dataset_tables
 from connectome_assets.warehouse.upload import dataset_row_count, rebatch
@@ -43,10 +44,12 @@ class ExportError(RuntimeError):
 
 
 # Reading a dataset's rows ----------------------------------------------------------------
-def open_dataset_rows(client: Client, database: str, table: str, dataset_id: uuid.UUID, *, final: bool = False) -> tuple[pa.Schema, StreamContext]:
+def open_dataset_rows(
+    client: Client, database: str, table: str, dataset_id: uuid.UUID, *, final: bool = False
+) -> tuple[pa.Schema, AbstractContextManager[Iterator[pa.RecordBatch]]]:
     """The schema and a stream of Arrow batches of the dataset's rows of `table`, in sorting-key order.
 
-    Use the stream in a `with` block and issue no other query until it is consumed: chDB holds its
+    Enter the stream in a `with` block and issue no other query until it is consumed: chDB holds its
     connection for an open stream. `final` reads ReplacingMergeTree tables as merged (newest row per key).
     """
     db, name = check_identifier(database), check_identifier(table)
@@ -56,9 +59,7 @@ def open_dataset_rows(client: Client, database: str, table: str, dataset_id: uui
     # The empty result still carries the column types, so an empty table exports with its schema.
     schema = client.query_arrow(f"SELECT * FROM {db}.{name} LIMIT 0").schema
     order = f" ORDER BY {sorting_key[0][0]}" if sorting_key and sorting_key[0][0] else ""
-    stream = client.query_arrow_stream(
-        f"SELECT * FROM {db}.{name}{' FINAL' if final else ''} WHERE dataset_id = {{ds:UUID}}{order}", parameters={"ds": str(dataset_id)}
-    )
+    stream = arrow_batches(client, f"SELECT * FROM {db}.{name}{' FINAL' if final else ''} WHERE dataset_id = {{ds:UUID}}{order}", {"ds": str(dataset_id)})
     return schema, stream
 
 
@@ -159,8 +160,8 @@ def export_dataset(client: Client, database: str, store: MetadataStore, object_s
     exported = []
     for table in tables:
         schema, stream = open_dataset_rows(client, database, table, dataset_id)
-        with stream:
-            rows, size = write_parquet(fs, f"{base}/{table}.parquet", schema, stream)
+        with stream as batches:
+            rows, size = write_parquet(fs, f"{base}/{table}.parquet", schema, batches)
         exported.append(ExportedTable(table=table, uri=f"{root}/{table}.parquet", rows=rows, bytes=size))
     manifest = {
         "dataset": dataset,

@@ -71,8 +71,9 @@ def ddl_statements(database: str) -> list[str]:
         f"""CREATE TABLE IF NOT EXISTS {db}.precomputed_bottleneck_neurons (
             dataset_id UUID,
             neuron_id UInt64,
-            polarity LowCardinality(String),
+            name String,
             type LowCardinality(String),
+            polarity LowCardinality(String),
             is_articulation_point Bool,
             separated_neurons UInt32,
             components_after_removal UInt32,

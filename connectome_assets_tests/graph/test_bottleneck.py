@@ -27,7 +27,7 @@ def store(tmp_path: Path):
 
 def upload_dataset(client, database: str, store: MetadataStore, name: str, ids: list[int], edges: list[tuple[int, int, int]]) -> uuid.UUID:
     polarity = pa.array(["excitatory" if i % 2 else "inhibitory" for i in range(len(ids))])
-    return upload_source(client, database, store, name, ids, edges, {"polarity": polarity, "type": pa.array([f"T{i}" for i in ids])})
+    return upload_source(client, database, store, name, ids, edges, {"polarity": polarity, "type": pa.array([f"T{i}" for i in ids]), "name": pa.array([f"N{i}" for i in ids])})
 
 
 def product_rows(client, database: str, dataset: uuid.UUID) -> list[dict]:
@@ -57,7 +57,7 @@ def test_bridge_between_two_cliques_ranks_the_bridge_ends_first(clickhouse, data
     assert (by_id[204]["in_weight"], by_id[204]["out_weight"]) == (3, 2)
     assert by_id[205]["in_weight"] == 1  # the self-connection is not an edge
     assert [row["rank"] for row in rows] == list(range(1, len(rows) + 1))
-    assert by_id[100]["polarity"] == "inhibitory" and by_id[100]["type"] == "T100"
+    assert by_id[100]["polarity"] == "inhibitory" and by_id[100]["type"] == "T100" and by_id[100]["name"] == "N100"
     status = latest_status(clickhouse, database, dataset, "bottleneck_neurons")
     assert status is not None
     assert (status.status, status.backend, status.row_count, status.exact) == ("ok", "in_memory_small", 7, True)
@@ -122,13 +122,13 @@ def test_polarity_stored_as_int8_is_read_through_to_string(chdb_url: str, databa
     client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
     # A production-shaped neurons table (runbook: MANC exposed polarity as Int8).
     client.command(
-        f"""CREATE TABLE {database}.neurons (dataset_id UUID, neuron_id UInt64, type LowCardinality(String), polarity Int8)
+        f"""CREATE TABLE {database}.neurons (dataset_id UUID, neuron_id UInt64, name String, type LowCardinality(String), polarity Int8)
             ENGINE = MergeTree PARTITION BY dataset_id ORDER BY (dataset_id, neuron_id)"""
     )
     ensure_schema(client, database)
     dataset = store.ensure_dataset("int8", "test")
     store.begin_upload(dataset, "neurons")
-    client.insert(f"{database}.neurons", [[dataset, 1, "A", 1], [dataset, 2, "B", -1], [dataset, 3, "C", 0]], column_names=["dataset_id", "neuron_id", "type", "polarity"])
+    client.insert(f"{database}.neurons", [[dataset, 1, "a", "A", 1], [dataset, 2, "b", "B", -1], [dataset, 3, "c", "C", 0]], column_names=["dataset_id", "neuron_id", "name", "type", "polarity"])
     store.finish_upload(dataset, "neurons", 3)
     upload_table_atomically(client, database, "synapses", dataset, [connections([(1, 2, 1), (2, 3, 1)])], store)
     precompute_bottleneck_neurons(client, database, store, dataset, BottleneckParams())

@@ -13,9 +13,11 @@ from connectome_assets.warehouse.upload import UploadVerificationError
 _ACTIONABLE = (SourceError, NeuronsNotUploadedError, UploadVerificationError)
 
 
-def dataset_table_asset(upstream: dg.AssetsDefinition | dg.SourceAsset):
-    """An asset holding one dataset partition's rows in ClickHouse (one step at a time per pool)."""
-    return dg.asset(partitions_def=datasets_partitions, deps=[upstream], pool="clickhouse", group_name="connectome", kinds={"clickhouse"})
+def dataset_asset(
+    *upstream: dg.AssetsDefinition | dg.SourceAsset | dg.AssetKey, group_name: str = "connectome", kinds: frozenset[str] = frozenset({"clickhouse"})
+):
+    """An asset of one dataset partition that reads or writes ClickHouse (one step at a time per pool)."""
+    return dg.asset(partitions_def=datasets_partitions, deps=list(upstream), pool="clickhouse", group_name=group_name, kinds=set(kinds))
 
 
 def failure(exc: Exception) -> dg.Failure:
@@ -38,7 +40,7 @@ def dataset_sources(context: dg.OpExecutionContext, catalog: CatalogResource) ->
     return dg.DataVersionsByPartition(versions)
 
 
-@dataset_table_asset(dataset_sources)
+@dataset_asset(dataset_sources)
 def neurons(
     context: dg.AssetExecutionContext, clickhouse: ClickHouseResource, metadata: MetadataResource, catalog: CatalogResource
 ) -> dg.MaterializeResult:
@@ -64,7 +66,7 @@ def neurons(
     )
 
 
-@dataset_table_asset(neurons)
+@dataset_asset(neurons)
 def synapses(
     context: dg.AssetExecutionContext, clickhouse: ClickHouseResource, metadata: MetadataResource, catalog: CatalogResource
 ) -> dg.MaterializeResult:
@@ -99,7 +101,7 @@ def synapses(
     )
 
 
-@dataset_table_asset(synapses)
+@dataset_asset(synapses)
 def graph_edges(context: dg.AssetExecutionContext, clickhouse: ClickHouseResource, metadata: MetadataResource) -> dg.MaterializeResult:
     """The dataset's canonical edge stream `vw_graph_edges` (one row per directed neuron pair,
     weights summed over synapse classes and neuropils), summarised for the products built on it.

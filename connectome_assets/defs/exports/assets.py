@@ -4,8 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from connectome_assets.defs.connectome.assets import failure, neurons, synapses
-from connectome_assets.defs.connectome.partitions import datasets_partitions
+from connectome_assets.defs.connectome.assets import dataset_asset, failure, neurons, synapses
 from connectome_assets.defs.resources import ClickHouseResource, MetadataResource, StorageResource
 from connectome_assets.graph.status import SourceNotUploadedError
 from connectome_assets.warehouse.article_cache import ArticleCacheError, populate_article_cache
@@ -15,13 +14,7 @@ from connectome_assets.warehouse.exports import ExportError, export_dataset
 BOTTLENECK_NEURONS = dg.AssetKey("bottleneck_neurons")
 
 
-@dg.asset(
-    partitions_def=datasets_partitions,
-    deps=[BOTTLENECK_NEURONS, neurons, synapses],
-    pool="clickhouse",
-    group_name="exports",
-    kinds={"parquet"},
-)
+@dataset_asset(BOTTLENECK_NEURONS, neurons, synapses, group_name="exports", kinds=frozenset({"parquet"}))
 def feature_exports(
     context: dg.AssetExecutionContext, clickhouse: ClickHouseResource, metadata: MetadataResource, storage: StorageResource
 ) -> dg.MaterializeResult:
@@ -45,13 +38,7 @@ def feature_exports(
     )
 
 
-@dg.asset(
-    partitions_def=datasets_partitions,
-    deps=[BOTTLENECK_NEURONS],
-    pool="clickhouse",
-    group_name="exports",
-    kinds={"parquet"},
-)
+@dataset_asset(BOTTLENECK_NEURONS, group_name="exports", kinds=frozenset({"parquet"}))
 def article_cache(
     context: dg.AssetExecutionContext, clickhouse: ClickHouseResource, metadata: MetadataResource, storage: StorageResource
 ) -> dg.MaterializeResult:

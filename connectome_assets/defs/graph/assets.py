@@ -3,7 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
-from connectome_assets.defs.connectome.assets import dataset_table_asset, failure, graph_edges
+from connectome_assets.defs.connectome.assets import dataset_asset, failure, graph_edges
 from connectome_assets.defs.resources import ClickHouseResource, MetadataResource
 from connectome_assets.graph.bottleneck import (
     DEFAULT_MIN_WEIGHT,
@@ -22,7 +22,7 @@ class BottleneckConfig(dg.Config):
     )
 
 
-@dataset_table_asset(graph_edges)
+@dataset_asset(graph_edges, group_name="graph")
 def bottleneck_neurons(
     context: dg.AssetExecutionContext, config: BottleneckConfig, clickhouse: ClickHouseResource, metadata: MetadataResource
 ) -> dg.MaterializeResult:
@@ -53,7 +53,7 @@ def bottleneck_neurons(
             "articulation_points": dg.MetadataValue.int(product.articulation_points),
             "components": dg.MetadataValue.int(product.components),
             "largest_component": dg.MetadataValue.int(product.largest_component),
-            "top_bottlenecks": dg.MetadataValue.json(product.rows.slice(0, 10).select(["neuron_id", "type", "separated_neurons", "betweenness"]).to_pylist()),
+            "top_bottlenecks": dg.MetadataValue.json(product.rows.slice(0, 10).select(["neuron_id", "name", "type", "separated_neurons", "betweenness"]).to_pylist()),
             "source_data_version": result.source_data_version,
             "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
         },
