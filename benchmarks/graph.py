@@ -177,6 +177,7 @@ def run_ours(store_dir: str) -> StepRun:
     product = result.product
     notes = {
         "rows written": result.rows_written,
+        "phases (s)": ", ".join(f"{phase} {seconds:.2f}" for phase, seconds in result.phase_seconds.items()),
         "edges": product.edges,
         "self-connections left out": product.self_loops,
         "components": product.components,

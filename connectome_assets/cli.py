@@ -151,7 +151,8 @@ def print_report(report: MaterializeReport) -> None:
             f" status {bottlenecks['status']}, backend {bottlenecks['backend']})"
         )
         top = ", ".join(row["name"] or str(row["neuron_id"]) for row in bottlenecks["top_bottlenecks"][:5])
-        print(f"  top bottlenecks   {top}")
+        if top:
+            print(f"  top bottlenecks   {top}")
     for asset, check, passed, description in report.checks:
         print(f"  check {asset}/{check}: {'passed' if passed else 'FAILED'}{' - ' + description if description else ''}")
     for failure in report.failures:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -213,6 +215,7 @@ class PrecomputeResult:
     source_data_version: str
     rows_written: int
     seconds: float
+    phase_seconds: dict[str, float]  # read (ClickHouse -> arrays), compute, write (swap in)
 
 
 def precompute_bottleneck_neurons(
@@ -225,11 +228,15 @@ def precompute_bottleneck_neurons(
     ensure_schema(client, database)
     version = graph_source_version(store, dataset_id)
     table = BOTTLENECK_NEURONS.table
+    phases: dict[str, float] = {}
     try:
-        graph = load_neuron_graph(client, database, dataset_id, params.min_weight)
-        product = compute_bottleneck_neurons(graph, params)
-        del graph
-        upload = upload_table_atomically(client, database, table, dataset_id, [product.rows], store)
+        with _timed(phases, "read"):
+            graph = load_neuron_graph(client, database, dataset_id, params.min_weight)
+        with _timed(phases, "compute"):
+            product = compute_bottleneck_neurons(graph, params)
+            del graph
+        with _timed(phases, "write"):
+            upload = upload_table_atomically(client, database, table, dataset_id, [product.rows], store)
     except Exception as exc:
         previous = latest_status(client, database, dataset_id, BOTTLENECK_NEURONS.name)
         record_status(
@@ -253,7 +260,14 @@ def precompute_bottleneck_neurons(
         database,
         AnalysisStatus(dataset_id, BOTTLENECK_NEURONS.name, product.status, product.backend, upload.rows, True, asdict(params), version),
     )
-    return PrecomputeResult(dataset_id, product, version, upload.rows, time.perf_counter() - started)
+    return PrecomputeResult(dataset_id, product, version, upload.rows, time.perf_counter() - started, phases)
+
+
+@contextmanager
+def _timed(phases: dict[str, float], name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    phases[name] = time.perf_counter() - started
 
 
 def count_graph_edges(client: Client, database: str, dataset_id: uuid.UUID, min_weight: int) -> tuple[int, int]:

@@ -56,6 +56,7 @@ def bottleneck_neurons(
             "top_bottlenecks": dg.MetadataValue.json(product.rows.slice(0, 10).select(["neuron_id", "name", "type", "separated_neurons", "betweenness"]).to_pylist()),
             "source_data_version": result.source_data_version,
             "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+            "phase_seconds": dg.MetadataValue.json({phase: round(seconds, 3) for phase, seconds in result.phase_seconds.items()}),
         },
         data_version=dg.DataVersion(result.source_data_version),
     )
