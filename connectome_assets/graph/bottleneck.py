@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
+import igraph
 import numpy as np
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
@@ -200,8 +201,6 @@ def compute_bottleneck_neurons(graph: NeuronGraph, params: BottleneckParams) -> 
 def directed_weighted_betweenness(graph: NeuronGraph) -> np.ndarray:
     """Exact betweenness of every vertex: directed, distance = 1/weight, over ordered pairs
     (not normalised). igraph, built from the (small) edge list."""
-    import igraph
-
     if not graph.edges:
         return np.zeros(graph.neurons)
     g = igraph.Graph(n=graph.neurons, edges=np.column_stack([graph.src, graph.dst]), directed=True)
