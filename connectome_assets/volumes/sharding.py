@@ -7,6 +7,7 @@ Formats and test vectors: dvid-formats.md §1.9 and neuroglancer's `sharded.md`.
 
 from __future__ import annotations
 
+import gzip
 import math
 import struct
 from collections.abc import Mapping, Sequence
@@ -170,3 +171,30 @@ def shard_origin(shard: int, grid: Sequence[int], spec: ShardingSpec) -> tuple[i
         origin[d] |= ((shard >> i) & 1) << used[d]
         used[d] += 1
     return origin[0], origin[1], origin[2]
+
+
+def shard_chunk_ids(data: bytes, spec: ShardingSpec) -> dict[int, tuple[int, int]]:
+    """The chunks a `.shard` file holds: chunk id -> (byte offset, size) of its (encoded) data.
+
+    Layout (neuroglancer `sharded.md`): a shard index of 2**minishard_bits (start, end) uint64 pairs
+    locating each minishard index relative to the end of the shard index; each minishard index,
+    decoded per `minishard_index_encoding`, is a [3, n] uint64 array of delta-coded chunk ids,
+    delta-coded data offsets (from the end of the previous chunk) and sizes.
+    """
+    header = 16 << spec.minishard_bits
+    if len(data) < header:
+        raise ValueError(f"a shard of {len(data)} bytes is shorter than its {header}-byte index")
+    ranges = np.frombuffer(data, dtype="<u8", count=2 << spec.minishard_bits).reshape(-1, 2)
+    chunks: dict[int, tuple[int, int]] = {}
+    for start, end in ranges.tolist():
+        if start == end:
+            continue
+        raw = data[header + start : header + end]
+        if spec.minishard_index_encoding == "gzip":
+            raw = gzip.decompress(raw)
+        index = np.frombuffer(raw, dtype="<u8").reshape(3, -1)
+        ids = np.cumsum(index[0])
+        offsets = header + np.cumsum(index[1] + np.concatenate([[0], index[2][:-1]]))
+        for chunk_id, offset, size in zip(ids.tolist(), offsets.tolist(), index[2].tolist()):
+            chunks[chunk_id] = (offset, size)
+    return chunks
