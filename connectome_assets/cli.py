@@ -6,7 +6,11 @@
     connectome purge NAME [--tables TABLE …] [--dry-run]
     connectome demo
     connectome cache populate --dataset NAME [--out DIR]
+    connectome volume plan|run|verify EXPORT_DIR DEST [--spec SPEC_JSON] [--scales K …] [--downres K …]
+                      [--only-missing] [--supervoxels] [--z-compress N] [--rule tensorstore|dvid] [--dry-run]
 
+`volume run` writes the info, then builds each DVID scale and each downres scale in order,
+verifying every scale before the next; it exits non-zero at the first scale that fails.
 `materialize` runs the dataset partition's lineage in-process against $DAGSTER_HOME and exits
 non-zero if any step fails or any check does not pass. `purge` deletes a dataset's rows from its
 source and dataset-scoped tables (never global ones) and resets their upload state to pending.
@@ -82,22 +86,20 @@ def register_dataset(settings: Settings, entry: DatasetEntry) -> Path:
     return path
 
 
-def ensure_partition(instance: dg.DagsterInstance, name: str) -> None:
-    """The dataset's `datasets` partition exists in the instance (runs need it first)."""
-    from connectome_assets.defs.connectome.partitions import datasets_partitions
-
-    if not instance.has_dynamic_partition(datasets_partitions.name, name):
-        instance.add_dynamic_partitions(datasets_partitions.name, [name])
+def ensure_partition(instance: dg.DagsterInstance, name: str, partitions: str = "datasets") -> None:
+    """The partition (a dataset, or a DVID export under `dvid_exports`) exists in the instance: runs need it first."""
+    if not instance.has_dynamic_partition(partitions, name):
+        instance.add_dynamic_partitions(partitions, [name])
 
 
-def run_dataset_selection(
-    settings: Settings, name: str, selection: dg.AssetSelection, **execute_options: Any
+def run_partition_selection(
+    settings: Settings, partitions: str, name: str, selection: dg.AssetSelection, **execute_options: Any
 ) -> dg.ExecuteInProcessResult:
-    """Execute the selected assets and checks of one dataset partition in-process."""
+    """Execute the selected assets and checks of one partition in-process."""
     from connectome_assets.definitions import build_definitions
 
     instance = dagster_instance(settings)
-    ensure_partition(instance, name)
+    ensure_partition(instance, name, partitions)
     defs = build_definitions(settings)
     graph = defs.resolve_asset_graph()
     job = defs.resolve_implicit_global_asset_job_def().get_subset(
@@ -106,18 +108,15 @@ def run_dataset_selection(
     return job.execute_in_process(partition_key=name, instance=instance, raise_on_error=False, **execute_options)
 
 
-def materialize_dataset(settings: Settings, name: str, selection: str = DEFAULT_SELECTION) -> MaterializeReport:
-    """Run one dataset partition's selected assets and their checks in-process."""
-    import dagster as dg
+def run_dataset_selection(settings: Settings, name: str, selection: dg.AssetSelection, **execute_options: Any) -> dg.ExecuteInProcessResult:
+    return run_partition_selection(settings, "datasets", name, selection, **execute_options)
 
-    load_entry(settings.catalog, name)  # an unknown dataset is named before any run starts
-    result = run_dataset_selection(
-        settings,
-        name,
-        dg.AssetSelection.from_string(selection),
-        tags={"dataset": name},
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-    )
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def report_of(result: dg.ExecuteInProcessResult, name: str) -> MaterializeReport:
+    """What a run materialized, what its checks said, and the one sentence of each failure."""
     report = MaterializeReport(dataset=name, success=result.success)
     for event in result.get_asset_materialization_events():
         report.materialized[event.asset_key.to_user_string()] = {k: v.value for k, v in event.materialization.metadata.items()}
@@ -129,6 +128,43 @@ def materialize_dataset(settings: Settings, name: str, selection: str = DEFAULT_
             message = error.description if error and error.description else event.step_failure_data.error.message.strip()
             report.failures.append(f"{event.step_key}: {message}")
     return report
+
+
+def materialize_dataset(settings: Settings, name: str, selection: str = DEFAULT_SELECTION) -> MaterializeReport:
+    """Run one dataset partition's selected assets and their checks in-process."""
+    import dagster as dg
+
+    load_entry(settings.catalog, name)  # an unknown dataset is named before any run starts
+    result = run_dataset_selection(settings, name, dg.AssetSelection.from_string(selection), tags={"dataset": name}, run_config=QUIET)
+    return report_of(result, name)
+
+
+def materialize_volume(settings: Settings, name: str) -> MaterializeReport:
+    """Run every volume asset and check of one DVID export partition in-process."""
+    import dagster as dg
+
+    result = run_partition_selection(settings, "dvid_exports", name, dg.AssetSelection.groups("volumes"), tags={"dvid_export": name}, run_config=QUIET)
+    return report_of(result, name)
+
+
+def print_volume_report(report: MaterializeReport) -> None:
+    print(f"volume {report.dataset}: {'OK' if report.ok else 'FAILED'}")
+    for asset, metadata in sorted(report.materialized.items(), key=lambda item: (len(item[0]), item[0])):
+        if metadata.get("status") == "built":
+            print(
+                f"  {asset:<11} {metadata['source']:<8} {metadata['output_shards']:>4} shards {metadata['chunks_written_now']:>6,} chunks written"
+                f"  {metadata['voxels_per_second'] / 1e6:>7.1f} Mvox/s"
+            )
+    for asset, check, passed, description in report.checks:
+        if not passed:
+            print(f"  check {asset}/{check}: FAILED - {description}")
+    passed = sum(1 for *_, ok, _ in report.checks if ok)
+    print(f"  {passed} of {len(report.checks)} scale checks passed")
+    link = report.materialized.get("ng_info", {}).get("neuroglancer")
+    if link:
+        print(f"  neuroglancer: {link}")
+    for failure in report.failures:
+        print(f"  failure {failure}")
 
 
 def print_report(report: MaterializeReport) -> None:
@@ -203,6 +239,58 @@ def cache_populate(settings: Settings, name: str, out: Path) -> None:
     print(f"  {'precomputed_analysis_status':<40} {result.status_rows:>12,} rows")
 
 
+def volume_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`connectome volume plan|run|verify`: the same library path the Dagster volume assets take."""
+    from connectome_assets.volumes.build import build_scale, dvid_scales, plan_scale, prepare_volume, verify_whole_scale
+    from connectome_assets.volumes.plan import tier_table
+    from connectome_assets.volumes.precomputed import destination_url, neuroglancer_link
+
+    scales = args.scales if args.scales is not None else dvid_scales(args.export_dir)
+    order = [*scales, *args.downres]
+    options = {"supervoxels": args.supervoxels, "z_compress": args.z_compress, "rule": args.rule}
+    work_dir = settings.home / "volumes" / Path(args.export_dir).resolve().name
+    if args.action == "plan" and args.dry_run:
+        url = destination_url(args.dest)
+        for scale in order:
+            try:
+                manifest = plan_scale(args.export_dir, url, scale, only_missing=args.only_missing, **options)
+            except Exception as exc:  # a downres scale is planned from the scale below, once it is built
+                print(f"scale {scale}: not planned yet ({exc})")
+                continue
+            print(f"scale {scale} ({manifest.kind}): {len(manifest.shards)} shards in {len(manifest.tasks)} tasks")
+            for row in tier_table(manifest):
+                print(f"  tier {row['tier_gib']:>2} GiB: {row['tasks']:>5} tasks {row['shards']:>6} shards {row['chunks']:>9,} chunks  max {row['max_memory_gib']} GiB")
+        return 0
+    if not order:
+        print(f"connectome: no scales: {args.export_dir} has no s<k>/ folder with .arrow shards and no --downres was given", file=sys.stderr)
+        return 2
+    # The info is written once, whole, before any scale; verify only reads what is there.
+    url = destination_url(args.dest) if args.action == "verify" else prepare_volume(args.export_dir, args.dest, args.spec, args.z_compress)[0]
+    if args.action == "plan":
+        for scale in order:
+            path = plan_scale(args.export_dir, url, scale, only_missing=args.only_missing, **options).save(work_dir / f"manifest-s{scale}.json")
+            print(f"scale {scale}: manifest {path}")
+        return 0
+    failed = False
+    for scale in order:
+        if args.action == "run":
+            build = build_scale(args.export_dir, url, scale, work_dir, only_missing=args.only_missing, workers=args.workers, **options)
+            check, validation = build.verification, build.validation
+            rate = build.voxels / max(build.seconds, 1e-9) / 1e6
+            print(f"scale {scale} ({build.kind}): {build.planned_shards} shards, {build.chunks_written:,} chunks written, {rate:,.1f} Mvox/s")
+        else:
+            check, validation, _ = verify_whole_scale(args.export_dir, url, scale, **options)
+        problems = check.problems + (validation.problems if validation else [])
+        print(f"  verify: {check.present_shards}/{check.expected_shards} shards, {check.chunks_checked} chunks compared: {'ok' if not problems else 'FAILED'}")
+        for problem in problems[:20]:
+            print(f"    {problem}")
+        if problems:
+            failed = True
+            break  # never build a scale on an unverified one
+    print(f"neuroglancer: {neuroglancer_link(url)}")
+    return 1 if failed else 0
+
+
 def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
     pairs = {}
     for value in values:
@@ -228,6 +316,20 @@ def _parser() -> argparse.ArgumentParser:
     materialize.add_argument("name")
     materialize.add_argument("--select", default=DEFAULT_SELECTION, help=f"Dagster asset selection (default: {DEFAULT_SELECTION!r})")
     commands.add_parser("demo", help="build the C. elegans demo datasets and materialize them")
+    volume = commands.add_parser("volume", help="neuroglancer precomputed volumes from DVID export-shards").add_subparsers(dest="action", required=True)
+    for action, text in (("plan", "write the info and the manifests (or only print the tiers with --dry-run)"), ("run", "build and verify the scales"), ("verify", "verify built scales")):
+        command = volume.add_parser(action, help=text)
+        command.add_argument("export_dir", help="a DVID export-shards folder (s<k>/ shards and one spec JSON)")
+        command.add_argument("dest", help="file://, gs:// URL or a local path of the neuroglancer volume")
+        command.add_argument("--spec", help="the neuroglancer volume spec (default: the one *.json in EXPORT_DIR)")
+        command.add_argument("--scales", type=int, nargs="+", default=None, help="DVID-exported scales (default: every s<k>/ found)")
+        command.add_argument("--downres", type=int, nargs="+", default=[], help="scales to build by 2x2x2 mode from the scale below")
+        command.add_argument("--only-missing", action="store_true", help="plan only output shards that are not written yet")
+        command.add_argument("--supervoxels", action="store_true", help="keep supervoxel ids instead of agglomerated labels")
+        command.add_argument("--z-compress", type=int, default=0, metavar="N", help="keep every (N+1)th z slice of s0")
+        command.add_argument("--rule", choices=("tensorstore", "dvid"), default="tensorstore", help="mode tie rule for downres")
+        command.add_argument("--workers", type=int, default=None, help="processes at once (default: by cores and memory)")
+        command.add_argument("--dry-run", action="store_true", help="plan: print the tier table, write nothing")
     cache = commands.add_parser("cache", help="the local article cache of derived products").add_subparsers(dest="action", required=True)
     populate = cache.add_parser("populate", help="download a dataset's deployed derived products into local Parquet")
     populate.add_argument("--dataset", required=True)
@@ -289,6 +391,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"connectome: {exc}", file=sys.stderr)
                 return 1
             return 0
+        if args.command == "volume":
+            from connectome_assets.volumes.plan import PlanError
+            from connectome_assets.volumes.precomputed import VolumeSpecError
+            from connectome_assets.volumes.shard_reader import ShardFormatError
+
+            try:
+                return volume_command(settings, args)
+            except (PlanError, VolumeSpecError, ShardFormatError) as exc:
+                print(f"connectome: {exc}", file=sys.stderr)
+                return 2
         if args.command == "demo":
             from connectome_assets.demo import run_demo
 

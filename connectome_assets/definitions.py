@@ -8,6 +8,7 @@ from connectome_assets.defs.exports import definitions as exports_stage
 from connectome_assets.defs.graph import definitions as graph_stage
 from connectome_assets.defs.maintenance import definitions as maintenance_stage
 from connectome_assets.defs.resources import build_resources
+from connectome_assets.defs.volumes import definitions as volumes_stage
 from connectome_assets.settings import Settings, load_settings
 
 
@@ -18,6 +19,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         graph_stage.graph_defs,
         exports_stage.exports_defs,
         maintenance_stage.maintenance_defs,
+        volumes_stage.volumes_defs,
         dg.Definitions(resources=resources),
     )
 

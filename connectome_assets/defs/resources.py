@@ -63,10 +63,27 @@ class StorageResource(dg.ConfigurableResource):
     article_cache: str = Field(description="Local folder of the article cache (one sub-folder per dataset).")
 
 
+class VolumesResource(dg.ConfigurableResource):
+    """Where DVID exports arrive, where their neuroglancer volumes go, and where manifests are kept."""
+
+    exports: str = Field(description="Folder watched for DVID export-shards output (one sub-folder per export).")
+    destination_root: str = Field(description="file:///abs/path or gs://bucket/prefix; each export's volume goes under it by name.")
+    work_dir: str = Field(description="Local folder for manifests.")
+
+    def export_dir(self, name: str) -> Path:
+        return Path(self.exports) / name
+
+    def destination(self, name: str) -> str:
+        return f"{self.destination_root.rstrip('/')}/{name}"
+
+
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {
         "clickhouse": ClickHouseResource(url=settings.clickhouse_url, database=settings.clickhouse_database),
         "metadata": MetadataResource(url=settings.metadata_url),
         "catalog": CatalogResource(path=str(settings.catalog)),
         "storage": StorageResource(object_store=settings.object_store, article_cache=str(settings.article_cache)),
+        "volumes": VolumesResource(
+            exports=str(settings.exports), destination_root=f"{settings.object_store.rstrip('/')}/volumes", work_dir=str(settings.home / "volumes")
+        ),
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,23 +173,27 @@ def shard_origin(shard: int, grid: Sequence[int], spec: ShardingSpec) -> tuple[i
     return origin[0], origin[1], origin[2]
 
 
-def shard_chunk_ids(data: bytes, spec: ShardingSpec) -> dict[int, tuple[int, int]]:
+def shard_chunk_ids(data: bytes | Callable[[int, int], bytes], spec: ShardingSpec) -> dict[int, tuple[int, int]]:
     """The chunks a `.shard` file holds: chunk id -> (byte offset, size) of its (encoded) data.
 
-    Layout (neuroglancer `sharded.md`): a shard index of 2**minishard_bits (start, end) uint64 pairs
-    locating each minishard index relative to the end of the shard index; each minishard index,
-    decoded per `minishard_index_encoding`, is a [3, n] uint64 array of delta-coded chunk ids,
-    delta-coded data offsets (from the end of the previous chunk) and sizes.
+    `data` is the file's bytes, or a function reading the byte range [start, end) of it, so only
+    the indices are fetched from a large remote shard. Layout (neuroglancer `sharded.md`): a shard
+    index of 2**minishard_bits (start, end) uint64 pairs locating each minishard index relative to
+    the end of the shard index; each minishard index, decoded per `minishard_index_encoding`, is a
+    [3, n] uint64 array of delta-coded chunk ids, delta-coded data offsets (from the end of the
+    previous chunk) and sizes.
     """
+    read = data if callable(data) else (lambda start, end: data[start:end])
     header = 16 << spec.minishard_bits
-    if len(data) < header:
-        raise ValueError(f"a shard of {len(data)} bytes is shorter than its {header}-byte index")
-    ranges = np.frombuffer(data, dtype="<u8", count=2 << spec.minishard_bits).reshape(-1, 2)
+    head = read(0, header)
+    if len(head) < header:
+        raise ValueError(f"a shard of {len(head)} bytes is shorter than its {header}-byte index")
+    ranges = np.frombuffer(head, dtype="<u8").reshape(-1, 2)
     chunks: dict[int, tuple[int, int]] = {}
     for start, end in ranges.tolist():
         if start == end:
             continue
-        raw = data[header + start : header + end]
+        raw = read(header + start, header + end)
         if spec.minishard_index_encoding == "gzip":
             raw = gzip.decompress(raw)
         index = np.frombuffer(raw, dtype="<u8").reshape(3, -1)
@@ -198,3 +202,25 @@ def shard_chunk_ids(data: bytes, spec: ShardingSpec) -> dict[int, tuple[int, int
         for chunk_id, offset, size in zip(ids.tolist(), offsets.tolist(), index[2].tolist()):
             chunks[chunk_id] = (offset, size)
     return chunks
+
+
+def morton_decode(codes: np.ndarray, bits: Sequence[int]) -> np.ndarray:
+    """Chunk coordinates (n, 3) of compressed Morton codes: the inverse of `compressed_morton_codes`."""
+    codes = np.asarray(codes, dtype=np.uint64)
+    out = np.zeros((len(codes), 3), dtype=np.int64)
+    position = 0
+    for level in range(max(bits, default=0)):
+        for d in range(3):
+            if level < bits[d]:
+                out[:, d] |= ((codes >> np.uint64(position)) & np.uint64(1)).astype(np.int64) << level
+                position += 1
+    return out
+
+
+def shards_of_codes(codes: np.ndarray, spec: ShardingSpec) -> np.ndarray:
+    """`shard_and_minishard(...)[0]` for many chunk ids at once (vectorised for the identity hash)."""
+    codes = np.asarray(codes, dtype=np.uint64)
+    if spec.hash != "identity":
+        return np.array([shard_and_minishard(int(code), spec)[0] for code in codes.tolist()], dtype=np.int64)
+    hashed = codes >> np.uint64(spec.preshift_bits)
+    return ((hashed >> np.uint64(spec.minishard_bits)) & np.uint64((1 << spec.shard_bits) - 1)).astype(np.int64)

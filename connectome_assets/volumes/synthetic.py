@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 import pyarrow as pa
 import zstandard
@@ -21,7 +22,68 @@ import zstandard
 from connectome_assets.volumes.block_codec import encode_block
 from connectome_assets.volumes.precomputed import CHUNK, scales_of
 from connectome_assets.volumes.shard_reader import EXPECTED_SCHEMA
-from connectome_assets.volumes.sharding import shard_shape
+from connectome_assets.volumes.sharding import chunk_grid, grid_bits, shard_shape
+
+
+def multiscale_spec(
+    size: tuple[int, int, int], scales: int, resolution: float = 8.0, z_chunk: int = 64, preshift_bits: int = 2, minishard_bits: int = 1
+) -> dict[str, Any]:
+    """A neuroglancer volume spec as DVID's export-shards takes it, each scale sharded so every shard
+    is one cubic region (preshift + minishard bits a multiple of 3, shard bits covering the rest of
+    the grid: DVID's shard file names assume that)."""
+
+    def scale(k: int) -> dict[str, Any]:
+        extent = [max(1, -(-s // 2**k)) for s in size]
+        chunk = [64, 64, z_chunk if k == 0 else 64]
+        bits = sum(grid_bits(chunk_grid(extent, chunk)))
+        return {
+            "key": f"{int(resolution * 2**k)}nm",
+            "size": extent,
+            "resolution": [resolution * 2**k] * 3,
+            "chunk_sizes": [chunk],
+            "encoding": "compressed_segmentation",
+            "sharding": {
+                "@type": "neuroglancer_uint64_sharded_v1",
+                "hash": "identity",
+                "preshift_bits": preshift_bits,
+                "minishard_bits": minishard_bits,
+                "shard_bits": max(bits - preshift_bits - minishard_bits, 0),
+                "minishard_index_encoding": "gzip",
+                "data_encoding": "gzip",
+            },
+        }
+
+    return {"@type": "neuroglancer_multiscale_volume", "type": "segmentation", "data_type": "uint64", "num_channels": 1, "scales": [scale(k) for k in range(scales)]}
+
+
+def neurite_volume(shape_zyx: tuple[int, int, int], neurites: int = 40, seed: int = 0) -> np.ndarray:
+    """Supervoxels shaped like neurites: tubes of random radius along random segments, later ones
+    over earlier ones, ids above 2**32 as real ones are; background 0."""
+    rng = np.random.default_rng(seed)
+    shape = np.array(shape_zyx, dtype=np.float64)
+    starts, ends = rng.random((neurites, 3)) * shape, rng.random((neurites, 3)) * shape
+    radii = rng.uniform(3, 12, neurites)
+    ids = (2**33 + 1000 * np.arange(1, neurites + 1)).astype(np.uint64)
+    volume = np.zeros(shape_zyx, np.uint64)
+    _draw_tubes(volume, starts, ends, radii, ids)
+    return volume
+
+
+@numba.njit(cache=True, parallel=True)
+def _draw_tubes(volume, starts, ends, radii, ids):  # pragma: no cover - compiled
+    nz, ny, nx = volume.shape
+    for z in numba.prange(nz):
+        for y in range(ny):
+            for x in range(nx):
+                for k in range(len(ids)):
+                    ax, ay, az = starts[k, 0], starts[k, 1], starts[k, 2]
+                    dx, dy, dz = ends[k, 0] - ax, ends[k, 1] - ay, ends[k, 2] - az
+                    length2 = dx * dx + dy * dy + dz * dz
+                    t = ((z - ax) * dx + (y - ay) * dy + (x - az) * dz) / length2 if length2 > 0 else 0.0
+                    t = min(max(t, 0.0), 1.0)
+                    ez, ey, ex = z - (ax + t * dx), y - (ay + t * dy), x - (az + t * dz)
+                    if ez * ez + ey * ey + ex * ex <= radii[k] * radii[k]:
+                        volume[z, y, x] = ids[k]
 
 
 def dvid_shard_edge(grid: tuple[int, int, int], scale_sharding) -> int:

@@ -76,6 +76,8 @@ def check_bottlenecks(client, database: str, dataset, reader: str) -> None:
 def test_demo_imports_real_connectomes_dropping_only_non_neuron_endpoints(settings: Settings, capsys) -> None:
     assert run_demo(settings) == 0
     out = capsys.readouterr().out
+    assert "volume demo-neurites: OK" in out and "neuroglancer: precomputed://file://" in out
+    assert "ng_scale_3" in out and "12 of 12 scale checks passed" in out
     store = MetadataStore(settings.metadata_url)
     client = connect(settings.clickhouse_url)
     for name, (reader, _) in DEMO_DATASETS.items():

@@ -31,37 +31,13 @@ from connectome_assets.volumes.sharding import (
     shard_chunk_ids,
     shard_file_name,
 )
-from connectome_assets.volumes.synthetic import write_export_scale
+from connectome_assets.volumes.synthetic import multiscale_spec, write_export_scale
 
 STEM = "30720_24576_28672"
 
 
-def small_spec(size=(200, 130, 160), z_chunk=64, shard_bits=2, preshift_bits=2, minishard_bits=1, scales=2) -> dict:
-    return {
-        "@type": "neuroglancer_multiscale_volume",
-        "type": "segmentation",
-        "data_type": "uint64",
-        "num_channels": 1,
-        "scales": [
-            {
-                "key": f"s{k}",
-                "size": [max(1, -(-s // 2**k)) for s in size],
-                "resolution": [8.0 * 2**k] * 3,
-                "chunk_sizes": [[64, 64, z_chunk if k == 0 else 64]],
-                "encoding": "compressed_segmentation",
-                "sharding": {
-                    "@type": "neuroglancer_uint64_sharded_v1",
-                    "hash": "identity",
-                    "preshift_bits": preshift_bits,
-                    "minishard_bits": minishard_bits,
-                    "shard_bits": max(shard_bits - 3 * k, 0),
-                    "minishard_index_encoding": "gzip",
-                    "data_encoding": "gzip",
-                },
-            }
-            for k in range(scales)
-        ],
-    }
+def small_spec(size=(200, 130, 160), z_chunk=64, scales=2) -> dict:
+    return multiscale_spec(size, scales, z_chunk=z_chunk)
 
 
 def labelled_volume(shape_zyx: tuple[int, int, int], seed: int = 0) -> np.ndarray:
@@ -194,14 +170,15 @@ def test_output_to_gcs(fake_gcs: str, gcs_bucket, tmp_path: Path, monkeypatch: p
     for arrow in sorted((export / "s0").glob("*.arrow")):
         write_dvid_shard(DvidShardReader(arrow), dest, scales_of(info)[0])
     assert np.array_equal(open_scale(dest, 0)[:, :, :, 0].read().result(), volume.transpose(2, 1, 0))
-    assert shard_files(dest, "s0") and all(name.endswith(".shard") for name in shard_files(dest, "s0"))
+    key = scales_of(info)[0].key
+    assert shard_files(dest, key) and all(name.endswith(".shard") for name in shard_files(dest, key))
     assert kvstore_spec(dest)["bucket"] == gcs_bucket.name
 
 
 def test_bad_input_is_named_and_writes_nothing(tmp_path: Path) -> None:
     spec = small_spec()
     spec["scales"][1]["chunk_sizes"] = [[32, 32, 32]]
-    with pytest.raises(VolumeSpecError, match=r"bad\.json: scale 1 \(s1\) has chunk sizes \[\[32, 32, 32\]\], expected \[\[64, 64, 64\]\]"):
+    with pytest.raises(VolumeSpecError, match=r"bad\.json: scale 1 \(16nm\) has chunk sizes \[\[32, 32, 32\]\], expected \[\[64, 64, 64\]\]"):
         info_from_spec(spec, "bad.json")
     info = info_from_spec(small_spec(), "small.json")
     export = tmp_path / "export"

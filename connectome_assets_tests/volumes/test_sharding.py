@@ -101,3 +101,21 @@ def test_unsupported_specs_are_refused() -> None:
         ShardingSpec.from_info({"@type": "other", "preshift_bits": 0, "minishard_bits": 0, "shard_bits": 0})
     with pytest.raises(ValueError, match="only under the identity hash"):
         shard_origin(0, (4, 4, 4), ShardingSpec(0, 1, 1, "murmurhash3_x86_128"))
+
+
+@pytest.mark.parametrize("bits", [(4, 2, 1), (11, 11, 12), (0, 3, 1), (0, 0, 0)])
+def test_morton_decode_inverts_the_chunk_ids(bits: tuple[int, int, int]) -> None:
+    from connectome_assets.volumes.sharding import morton_decode
+
+    rng = np.random.default_rng(sum(bits))
+    chunks = np.stack([rng.integers(0, 2**b, 500) for b in bits], axis=1)
+    assert np.array_equal(morton_decode(compressed_morton_codes(chunks, bits), bits), chunks)
+
+
+@pytest.mark.parametrize("hash_name", ["identity", "murmurhash3_x86_128"])
+def test_vectorised_shard_numbers_equal_the_scalar_ones(hash_name: str) -> None:
+    from connectome_assets.volumes.sharding import shards_of_codes
+
+    spec = ShardingSpec(preshift_bits=3, minishard_bits=4, shard_bits=7, hash=hash_name)
+    codes = np.random.default_rng(1).integers(0, 2**40, 300, dtype=np.uint64)
+    assert shards_of_codes(codes, spec).tolist() == [shard_and_minishard(int(c), spec)[0] for c in codes.tolist()]

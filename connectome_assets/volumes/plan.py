@@ -1,0 +1,238 @@
+"""Planning a scale before running it (igneous' rule: plan tasks separately from running them).
+
+A manifest lists, for one scale of one volume, every output shard to produce — from a DVID export
+shard (`dvid`) or by 2×2×2 mode from the scale below (`downres`) — with a memory estimate per shard,
+and groups shards into tasks by memory tier. One worker process runs one task
+(`python -m connectome_assets.volumes.worker --manifest M --task-index I`); locally a bounded
+process pool runs them, on Kubernetes an Indexed Job (one pod per task, memory from its tier).
+
+Memory of one output shard (our writer holds every chunk of the shard as uint64 in its
+transaction until the single commit, then tensorstore encodes the shard):
+    overhead 1 GiB + source bytes + chunks × 2 MiB (uint64 64³) + 2 × encoded shard
+where the encoded shard is chunks × the mean compressed_segmentation bytes per chunk of the scale
+(the exporter's measured BYTES_PER_CHUNK for the male CNS), and the source bytes are the Arrow
+file (s0) or the parent chunks a downres reads at a time (8 × 2 MiB).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorstore as ts
+
+from connectome_assets.volumes.precomputed import CHUNK, Scale, kvstore_spec, read_info, scales_of, shard_files
+from connectome_assets.volumes.s0 import expected_output_shard
+from connectome_assets.volumes.sharding import (
+    compressed_morton_codes,
+    grid_bits,
+    morton_decode,
+    shard_chunk_ids,
+    shard_file_name,
+    shards_of_codes,
+)
+
+GIB = 1 << 30
+TIERS_GIB = (4, 8, 16, 24, 32)
+OVERHEAD_BYTES = 1 * GIB
+CHUNK_ARRAY_BYTES = CHUNK**3 * 8
+# Mean encoded bytes per chunk at s0..s9 (tensorstore-export's figures for the male CNS).
+ENCODED_BYTES_PER_CHUNK = (13_932, 27_919, 44_482, 78_376, 130_244, 199_396, 258_999, 170_713, 159_269, 129_385)
+
+
+class PlanError(ValueError):
+    """A scale that cannot be planned; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    output_file: str  # e.g. "0fe9.shard"
+    output_shard: int
+    chunks: int
+    memory_bytes: int
+    source: str = ""  # dvid: the .arrow path
+    parent_shards: list[str] = field(default_factory=list)  # downres: the parent scale's shard files it reads
+
+
+@dataclass(frozen=True)
+class Task:
+    tier_gib: int
+    shards: list[ShardJob]
+
+    @property
+    def memory_bytes(self) -> int:
+        return max((s.memory_bytes for s in self.shards), default=0)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    kind: str  # "dvid" or "downres"
+    dest_url: str
+    scale: int
+    scale_key: str
+    tasks: list[Task]
+    supervoxels: bool = False
+    z_compress: int = 0
+    rule: str = "tensorstore"
+    export_dir: str = ""
+
+    @property
+    def shards(self) -> list[ShardJob]:
+        return [job for task in self.tasks for job in task.shards]
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Manifest:
+        try:
+            raw = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise PlanError(f"{path}: cannot read the manifest ({exc})") from None
+        tasks = [Task(t["tier_gib"], [ShardJob(**s) for s in t["shards"]]) for t in raw.pop("tasks")]
+        return cls(tasks=tasks, **raw)
+
+
+def tier_for(memory_bytes: int, tiers_gib: Sequence[int] = TIERS_GIB) -> int:
+    """The smallest memory tier that fits; a shard beyond the largest is an error worth reading."""
+    for tier in tiers_gib:
+        if memory_bytes <= tier * GIB:
+            return tier
+    raise PlanError(f"an output shard needs {memory_bytes / GIB:.1f} GiB, more than the largest tier ({tiers_gib[-1]} GiB)")
+
+
+def shard_memory(chunks: int, source_bytes: int, scale: int) -> int:
+    encoded = chunks * ENCODED_BYTES_PER_CHUNK[min(scale, len(ENCODED_BYTES_PER_CHUNK) - 1)]
+    return OVERHEAD_BYTES + source_bytes + chunks * CHUNK_ARRAY_BYTES + 2 * encoded
+
+
+def group_into_tasks(jobs: list[ShardJob], shards_per_task: int, tiers_gib: Sequence[int] = TIERS_GIB) -> list[Task]:
+    """Tasks of at most `shards_per_task` shards of one tier each, largest shards first, each onto
+    the task with the least memory-bytes so far (greedy LPT, as the exporter balances)."""
+    tasks: list[Task] = []
+    by_tier: dict[int, list[ShardJob]] = {}
+    for job in jobs:
+        by_tier.setdefault(tier_for(job.memory_bytes, tiers_gib), []).append(job)
+    for tier, members in sorted(by_tier.items()):
+        count = math.ceil(len(members) / shards_per_task)
+        bins: list[list[ShardJob]] = [[] for _ in range(count)]
+        loads = [0] * count
+        for job in sorted(members, key=lambda j: (-j.memory_bytes, j.output_file)):
+            target = min((i for i in range(count) if len(bins[i]) < shards_per_task), key=lambda i: loads[i])
+            bins[target].append(job)
+            loads[target] += job.memory_bytes
+        tasks += [Task(tier, members) for members in bins]
+    return tasks
+
+
+def _count_csv_chunks(csv_path: Path) -> int:
+    with csv_path.open() as lines:
+        return sum(1 for line in lines if line.strip() and line[0].isdigit())
+
+
+def plan_dvid_scale(
+    export_dir: str | Path,
+    dest_url: str,
+    scale: int,
+    *,
+    supervoxels: bool = False,
+    z_compress: int = 0,
+    only_missing: bool = False,
+    shards_per_task: int = 4,
+) -> Manifest:
+    """One job per DVID shard file under `<export_dir>/s<scale>/`; with `only_missing`, only those
+    whose output shard is not yet in the destination."""
+    info = read_info(dest_url)
+    target = scales_of(info)[scale]
+    directory = Path(export_dir) / f"s{scale}"
+    arrows = sorted(directory.glob("*.arrow"))
+    if not arrows:
+        raise PlanError(f"{directory}: no DVID export shards (*.arrow) for scale {scale}")
+    existing = shard_files(dest_url, target.key) if only_missing else set()
+    jobs = []
+    sources: dict[str, Path] = {}
+    for arrow in arrows:
+        shard = expected_output_shard(arrow, target)
+        name = shard_file_name(shard, target.sharding.shard_bits)
+        if name in sources:
+            # Two transactions on one shard would race; DVID's names then disagree with the spec.
+            raise PlanError(f"{arrow} and {sources[name]} both map to output shard {target.key}/{name}: the spec's sharding does not match the export's shard files")
+        sources[name] = arrow
+        if name in existing:
+            continue
+        csv = arrow.with_suffix(".csv")
+        if not csv.is_file():
+            raise PlanError(f"{arrow}: its chunk index {csv.name} is missing")
+        chunks = _count_csv_chunks(csv)
+        jobs.append(ShardJob(name, shard, chunks, shard_memory(chunks, arrow.stat().st_size, scale), source=str(arrow)))
+    return Manifest(
+        "dvid", dest_url, scale, target.key, group_into_tasks(jobs, shards_per_task), supervoxels, z_compress, export_dir=str(export_dir)
+    )
+
+
+def shard_chunks(dest_url: str, scale: Scale, name: str) -> np.ndarray:
+    """The chunks (x, y, z) one shard file of a scale holds, from its indices only (ranged reads)."""
+    store = ts.KvStore.open(kvstore_spec(dest_url)).result()
+    key = f"{scale.key}/{name}"
+
+    def read(start: int, end: int) -> bytes:
+        return bytes(store.read(key, byte_range=slice(start, end)).result().value)
+
+    ids = np.fromiter(shard_chunk_ids(read, scale.sharding), dtype=np.uint64)
+    return morton_decode(ids, grid_bits(scale.grid))
+
+
+def child_shards(chunks: np.ndarray, child: Scale) -> np.ndarray:
+    """The output shard of scale k+1 each chunk of scale k downsamples into."""
+    return shards_of_codes(compressed_morton_codes(chunks // 2, grid_bits(child.grid)), child.sharding)
+
+
+def plan_downres_scale(dest_url: str, scale: int, *, rule: str = "tensorstore", only_missing: bool = False, shards_per_task: int = 4) -> Manifest:
+    """One job per output shard of `scale` that has data below it, naming the parent shard files it
+    reads: the parent scale's chunks (from its shard indices), halved, grouped by output shard."""
+    if scale < 1:
+        raise PlanError("downres makes scale 1 and above from the scale below; scale 0 comes from DVID")
+    info = read_info(dest_url)
+    scales = scales_of(info)
+    if scale >= len(scales):
+        raise PlanError(f"{dest_url}info has {len(scales)} scales; there is no scale {scale}")
+    parent, target = scales[scale - 1], scales[scale]
+    parent_files = sorted(shard_files(dest_url, parent.key))
+    if not parent_files:
+        raise PlanError(f"{dest_url}{parent.key}: the parent scale has no shards yet; build scale {scale - 1} first")
+    sources: dict[int, set[str]] = {}
+    children: dict[int, set[tuple[int, int, int]]] = {}
+    for name in parent_files:
+        chunks = shard_chunks(dest_url, parent, name)
+        for shard, child in zip(child_shards(chunks, target).tolist(), (chunks // 2).tolist()):
+            sources.setdefault(shard, set()).add(name)
+            children.setdefault(shard, set()).add(tuple(child))
+    existing = shard_files(dest_url, target.key) if only_missing else set()
+    jobs = []
+    for shard in sorted(sources):
+        name = shard_file_name(shard, target.sharding.shard_bits)
+        if name in existing:
+            continue
+        count = len(children[shard])
+        jobs.append(ShardJob(name, shard, count, shard_memory(count, 8 * CHUNK_ARRAY_BYTES, scale), parent_shards=sorted(sources[shard])))
+    return Manifest("downres", dest_url, scale, target.key, group_into_tasks(jobs, shards_per_task), rule=rule)
+
+
+def tier_table(manifest: Manifest) -> list[dict[str, Any]]:
+    """Per tier: shards, tasks, chunks and the largest memory estimate (the dry run prints this)."""
+    rows: dict[int, dict[str, Any]] = {}
+    for task in manifest.tasks:
+        row = rows.setdefault(task.tier_gib, {"tier_gib": task.tier_gib, "tasks": 0, "shards": 0, "chunks": 0, "max_memory_gib": 0.0})
+        row["tasks"] += 1
+        row["shards"] += len(task.shards)
+        row["chunks"] += sum(s.chunks for s in task.shards)
+        row["max_memory_gib"] = max(row["max_memory_gib"], round(task.memory_bytes / GIB, 2))
+    return [rows[t] for t in sorted(rows)]

@@ -1,0 +1,72 @@
+"""Writing one output shard of scale k from scale k−1 by 2×2×2 mode (`downres.downsample_mode`).
+
+Reads only what it needs: the parent shard files the plan names give, from their indices, the
+parent chunks below this output shard; for each output chunk that has data below it, the parent
+region of 128³ voxels (clipped to the parent's size) is read, downsampled and written. All writes
+of the shard go into ONE tensorstore transaction, committed once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import tensorstore as ts
+
+from connectome_assets.volumes.downres import downsample_mode
+from connectome_assets.volumes.plan import ShardJob, child_shards, shard_chunks
+from connectome_assets.volumes.precomputed import CHUNK, Scale, open_scale
+
+
+@dataclass
+class DownresResult:
+    output_file: str
+    chunks: int = 0
+    written: int = 0
+    all_zero: int = 0
+    input_voxels: int = 0
+    seconds: float = 0.0
+    mode_seconds: float = 0.0
+
+
+def child_chunks_of(dest_url: str, parent: Scale, target: Scale, job: ShardJob) -> np.ndarray:
+    """The chunks of `job`'s output shard that have parent data, from the parent shard indices."""
+    found = []
+    for name in job.parent_shards:
+        chunks = shard_chunks(dest_url, parent, name)
+        found.append(chunks[child_shards(chunks, target) == job.output_shard] // 2)
+    return np.unique(np.concatenate(found), axis=0) if found else np.zeros((0, 3), np.int64)
+
+
+def write_downres_shard(dest_url: str, parent: Scale, target: Scale, job: ShardJob, rule: str = "tensorstore") -> DownresResult:
+    started = time.perf_counter()
+    result = DownresResult(job.output_file)
+    source = open_scale(dest_url, parent.index)
+    store = open_scale(dest_url, target.index)
+    txn = ts.Transaction()
+    out = store.with_transaction(txn)
+    parent_low, parent_high = np.array(parent.voxel_offset), np.array(parent.voxel_offset) + parent.size
+    low, high = np.array(target.voxel_offset), np.array(target.voxel_offset) + target.size
+    for chunk in child_chunks_of(dest_url, parent, target, job).tolist():
+        result.chunks += 1
+        start = np.maximum(np.array(chunk) * CHUNK, low)
+        end = np.minimum(start + CHUNK, high)
+        if (end <= start).any():
+            continue
+        read_low = np.maximum(start * 2, parent_low)
+        read_high = np.minimum(end * 2, parent_high)
+        below = source[read_low[0] : read_high[0], read_low[1] : read_high[1], read_low[2] : read_high[2], 0].read().result()
+        result.input_voxels += int(below.size)
+        mode_started = time.perf_counter()
+        voxels = downsample_mode(below, rule)[: end[0] - start[0], : end[1] - start[1], : end[2] - start[2]]
+        result.mode_seconds += time.perf_counter() - mode_started
+        if not voxels.any():
+            result.all_zero += 1
+            continue
+        out[start[0] : end[0], start[1] : end[1], start[2] : end[2], 0].write(voxels).result()
+        result.written += 1
+    if result.written:
+        txn.commit_async().result()
+    result.seconds = time.perf_counter() - started
+    return result

@@ -1,0 +1,199 @@
+"""2x2x2 mode downsampling against an independent reference, tensorstore, and the real pinky40 volume."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from connectome_assets.volumes.downres import downsample_mode, downsample_region, source_box
+
+BIG = [0, 1, 2, 2**32 + 1, 2**63, 2**63 + 1, 2**64 - 1]  # labels above 2**32 and 2**63, and 0
+
+
+def reference_mode(volume: np.ndarray, rule: str) -> np.ndarray:
+    """Plain Python: for each (possibly partial) 2x2x2 block, count with Counter and apply the rule."""
+    shape = tuple((n + 1) // 2 for n in volume.shape)
+    out = np.zeros(shape, dtype=volume.dtype)
+    flat = volume.tolist()  # Python ints: no numpy comparison or ordering involved
+    for i, j, k in itertools.product(*(range(n) for n in shape)):
+        votes = Counter(
+            flat[x][y][z]
+            for x in range(2 * i, min(2 * i + 2, volume.shape[0]))
+            for y in range(2 * j, min(2 * j + 2, volume.shape[1]))
+            for z in range(2 * k, min(2 * k + 2, volume.shape[2]))
+        )
+        if rule == "dvid":
+            votes.pop(0, None)  # zeros do not vote
+            if not votes:
+                continue  # all zero -> 0
+        most = max(votes.values())
+        out[i, j, k] = min(label for label, count in votes.items() if count == most)
+    return out
+
+
+def random_volume(rng: np.random.Generator, shape: tuple[int, ...], labels: list[int], dtype: type, fortran: bool) -> np.ndarray:
+    """Few distinct labels, so most mixed blocks have ties."""
+    chosen = rng.choice(np.array(labels, dtype=dtype), size=int(rng.integers(1, 4)), replace=False)
+    volume = chosen[rng.integers(0, len(chosen), size=shape)]
+    return np.asfortranarray(volume) if fortran else np.ascontiguousarray(volume)
+
+
+SHAPES = [(1, 1, 1), (2, 2, 2), (3, 3, 3), (1, 4, 7), (5, 2, 3), (7, 6, 5), (8, 9, 10), (16, 3, 17)]
+
+
+@pytest.mark.parametrize("rule", ["tensorstore", "dvid"])
+@pytest.mark.parametrize("fortran", [False, True], ids=["C", "F"])
+def test_uint64_matches_the_reference_on_ties_big_labels_and_odd_shapes(rule: str, fortran: bool) -> None:
+    rng = np.random.default_rng(20240611)
+    for shape in SHAPES:
+        for _ in range(6):
+            volume = random_volume(rng, shape, BIG, np.uint64, fortran)
+            got = downsample_mode(volume, rule)
+            assert got.dtype == np.uint64 and got.shape == tuple((n + 1) // 2 for n in shape)
+            np.testing.assert_array_equal(got, reference_mode(volume, rule), err_msg=f"{shape} {rule}")
+
+
+@pytest.mark.parametrize("rule", ["tensorstore", "dvid"])
+def test_uint32_and_smaller_dtypes_match_the_reference(rule: str) -> None:
+    rng = np.random.default_rng(7)
+    for dtype, labels in ((np.uint32, [0, 1, 5, 2**31, 2**32 - 1]), (np.uint16, [0, 3, 65535]), (np.uint8, [0, 9, 255])):
+        for shape in ((9, 8, 7), (4, 5, 6)):
+            volume = random_volume(rng, shape, labels, dtype, fortran=bool(rng.integers(2)))
+            got = downsample_mode(volume, rule)
+            assert got.dtype == dtype
+            np.testing.assert_array_equal(got, reference_mode(volume, rule))
+
+
+def test_many_labels_per_block_use_the_sorting_network_path() -> None:
+    """Blocks with 3..8 distinct labels (not the two-label shortcut)."""
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        volume = rng.choice(np.array(BIG, dtype=np.uint64), size=(6, 6, 6))
+        for rule in ("tensorstore", "dvid"):
+            np.testing.assert_array_equal(downsample_mode(volume, rule), reference_mode(volume, rule))
+
+
+def block(values: list[int]) -> np.ndarray:
+    return np.array(values, dtype=np.uint64).reshape(2, 2, 2)
+
+
+@pytest.mark.parametrize(
+    ("values", "tensorstore", "dvid"),
+    [
+        ([0] * 8, 0, 0),  # all zero -> 0 under both
+        ([0, 0, 0, 0, 0, 7, 7, 7], 0, 7),  # zeros outvote 7 only when they vote
+        ([0] * 7 + [2**63 + 1], 0, 2**63 + 1),  # a single non-zero voxel wins under dvid
+        ([0, 0, 0, 0, 5, 5, 3, 3], 0, 3),  # dvid tie 2-2 -> the smaller non-zero label
+        ([9, 9, 9, 9, 4, 4, 4, 4], 4, 4),  # 4-4 tie -> the smaller label
+        ([0, 0, 0, 0, 6, 6, 6, 6], 0, 6),  # 4-4 tie with zero: tensorstore keeps 0 (smallest)
+        ([2**64 - 1, 2**64 - 1, 1, 1, 0, 0, 0, 5], 0, 1),  # unsigned order: 2**64-1 is the largest
+        ([8, 8, 8, 8, 8, 8, 8, 8], 8, 8),
+    ],
+)
+def test_tie_and_zero_rules(values: list[int], tensorstore: int, dvid: int) -> None:
+    for order in (values, values[::-1], sorted(values), sorted(values, reverse=True)):  # rules ignore voxel order
+        volume = block(order)
+        assert downsample_mode(volume, "tensorstore")[0, 0, 0] == tensorstore
+        assert downsample_mode(volume, "dvid")[0, 0, 0] == dvid
+
+
+def test_output_keeps_the_input_memory_order_and_other_layouts_are_copied() -> None:
+    rng = np.random.default_rng(5)
+    volume = random_volume(rng, (10, 12, 14), BIG, np.uint64, fortran=False)
+    expected = reference_mode(volume, "tensorstore")
+    assert downsample_mode(volume).flags.c_contiguous
+    fortran = downsample_mode(np.asfortranarray(volume))
+    assert fortran.flags.f_contiguous
+    np.testing.assert_array_equal(fortran, expected)
+    strided = np.zeros((10, 24, 14), np.uint64)[:, ::2]
+    strided[...] = volume
+    np.testing.assert_array_equal(downsample_mode(strided), expected)
+    swapped = np.ascontiguousarray(volume.transpose(1, 0, 2)).transpose(1, 0, 2)  # neither C nor F
+    np.testing.assert_array_equal(downsample_mode(swapped), expected)
+    big_endian = volume.astype(">u8")
+    np.testing.assert_array_equal(downsample_mode(big_endian), expected)
+
+
+@pytest.mark.parametrize("shape", [(130, 130, 70), (1, 700, 801), (3, 513, 515)])
+def test_threaded_slabs_equal_the_single_threaded_result(shape: tuple[int, int, int]) -> None:
+    """Large enough to be split into slabs (thin first axes split the second axis too)."""
+    rng = np.random.default_rng(11)
+    volume = random_volume(rng, shape, [0, 1, 2**40], np.uint64, fortran=False)
+    for rule in ("tensorstore", "dvid"):
+        single = downsample_mode(volume, rule, threads=1)
+        np.testing.assert_array_equal(downsample_mode(volume, rule, threads=3), single)
+        np.testing.assert_array_equal(downsample_mode(np.asfortranarray(volume), rule, threads=2), single)
+
+
+@pytest.mark.parametrize("dtype", [np.uint64, np.uint32])
+def test_tensorstore_rule_equals_tensorstore_downsample_mode(dtype: type) -> None:
+    ts = pytest.importorskip("tensorstore")
+    rng = np.random.default_rng(13)
+    labels = BIG if dtype is np.uint64 else [0, 1, 7, 2**31 + 3, 2**32 - 1]
+    for shape in [(1, 1, 1), (3, 5, 7), (9, 4, 11), (17, 16, 15), (33, 2, 1)]:
+        for fortran in (False, True):
+            volume = random_volume(rng, shape, labels, dtype, fortran)
+            expected = ts.downsample(ts.array(volume), [2, 2, 2], method="mode").read().result()
+            np.testing.assert_array_equal(downsample_mode(volume, "tensorstore"), expected, err_msg=str(shape))
+
+
+def test_regions_read_only_their_own_source_box_and_tile_the_whole_result() -> None:
+    rng = np.random.default_rng(17)
+    volume = random_volume(rng, (21, 18, 13), [0, 4, 2**63], np.uint64, fortran=True)
+    whole = downsample_mode(volume, "dvid")
+    boxes_read = []
+
+    def read(box):
+        boxes_read.append(box)
+        return volume[tuple(slice(lo, hi) for lo, hi in box)]
+
+    tiled = np.zeros_like(whole)
+    for x0, y0, z0 in itertools.product(range(0, 11, 4), range(0, 9, 4), range(0, 7, 4)):
+        region = ((x0, min(x0 + 4, 11)), (y0, min(y0 + 4, 9)), (z0, min(z0 + 4, 7)))
+        tiled[tuple(slice(lo, hi) for lo, hi in region)] = downsample_region(read, region, volume.shape, "dvid")
+    np.testing.assert_array_equal(tiled, whole)
+    assert boxes_read[0] == ((0, 8), (0, 8), (0, 8))
+    assert boxes_read[-1] == ((16, 21), (16, 18), (8, 13))  # clipped at the odd edges
+    assert source_box(((10, 11), (0, 1), (6, 7)), (21, 18, 13)) == ((20, 21), (0, 2), (12, 13))
+    with pytest.raises(ValueError, match="outside the downsampled extent"):
+        source_box(((10, 12), (0, 1), (0, 1)), (21, 18, 13))
+    with pytest.raises(ValueError, match="returned shape"):
+        downsample_region(lambda box: np.zeros((1, 1, 1), np.uint64), ((0, 2), (0, 2), (0, 2)), (4, 4, 4))
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="unknown mode rule"):
+        downsample_mode(np.zeros((2, 2, 2), np.uint64), "median")
+    with pytest.raises(ValueError, match="3-D"):
+        downsample_mode(np.zeros((2, 2), np.uint64))
+    with pytest.raises(TypeError, match="unsigned"):
+        downsample_mode(np.zeros((2, 2, 2), np.int64))
+    with pytest.raises(TypeError, match="unsigned"):
+        downsample_mode(np.zeros((2, 2, 2), np.float32))
+
+
+@pytest.fixture(scope="module")
+def pinky40(shared_data: Path) -> np.ndarray:
+    crackle = pytest.importorskip("crackle")
+    path = shared_data / "volumes" / "pinky40-512.npy.ckl.gz"
+    volume = crackle.decompress(gzip.open(path).read())
+    assert volume.shape == (512, 512, 512) and volume.dtype == np.uint32
+    return volume
+
+
+def test_real_pinky40_cutout_matches_the_reference(pinky40: np.ndarray) -> None:
+    """A 128^3 cut-out at odd offsets, plus an odd-shaped one, as uint64 and uint32, both rules."""
+    cutout = np.asfortranarray(pinky40[101:229, 37:165, 250:378])
+    odd = np.ascontiguousarray(pinky40[300:333, 400:431, 7:24])
+    for volume in (cutout, odd):
+        for rule in ("tensorstore", "dvid"):
+            expected = reference_mode(volume, rule)
+            np.testing.assert_array_equal(downsample_mode(volume, rule), expected)
+            np.testing.assert_array_equal(downsample_mode(volume.astype(np.uint64), rule), expected.astype(np.uint64))
+    # the real data has mixed blocks, zero voxels and ties, so both rules and all paths are exercised
+    assert 0 in cutout and (downsample_mode(cutout, "dvid") != downsample_mode(cutout, "tensorstore")).any()

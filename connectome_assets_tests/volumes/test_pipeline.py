@@ -1,0 +1,118 @@
+"""Plan, run and verify scales: s0 from a DVID export, then 2×2×2 mode downres scales."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from connectome_assets.volumes.plan import Manifest, PlanError, plan_downres_scale, plan_dvid_scale, tier_table
+from connectome_assets.volumes.precomputed import destination_url, info_from_spec, open_scale, scales_of, shard_files, write_info
+from connectome_assets.volumes.verify import reference_mode, validate_dvid, verify_scale
+from connectome_assets.volumes.worker import main as worker_main
+from connectome_assets.volumes.worker import run_manifest, run_task
+from connectome_assets.volumes.synthetic import write_export_scale
+from connectome_assets_tests.volumes.test_s0 import labelled_volume, small_spec
+
+
+@pytest.fixture
+def built(tmp_path: Path):
+    info = info_from_spec(small_spec(size=(300, 260, 200), scales=4), "pyramid.json")
+    volume = labelled_volume((200, 260, 300), seed=5)
+    export = tmp_path / "export"
+    write_export_scale(export, info, 0, volume)
+    dest = destination_url(str(tmp_path / "out"))
+    write_info(dest, info)
+    return info, volume, export, dest, tmp_path
+
+
+def test_s0_then_three_downres_scales_verify(built) -> None:
+    info, volume, export, dest, tmp = built
+    scales = scales_of(info)
+    assert validate_dvid(export, scales[0]).ok
+    manifest = plan_dvid_scale(export, dest, 0, shards_per_task=1)
+    assert len(manifest.tasks) == len(list((export / "s0").glob("*.arrow"))) > 1
+    assert [row["tier_gib"] for row in tier_table(manifest)] == [4]
+    results = run_manifest(str(manifest.save(tmp / "m0.json")), workers=2)
+    assert sum(r.shards for r in results) == len(manifest.shards)
+    assert verify_scale(manifest).ok
+    assert np.array_equal(open_scale(dest, 0)[:, :, :, 0].read().result(), volume.transpose(2, 1, 0))
+    expected = volume.transpose(2, 1, 0)
+    for scale in (1, 2, 3):
+        manifest = plan_downres_scale(dest, scale)
+        for index in range(len(manifest.tasks)):
+            run_task(manifest, index, report=lambda line: None)
+        check = verify_scale(manifest)
+        assert check.ok and check.chunks_checked > 0, check.problems
+        expected = reference_mode(expected, "tensorstore")
+        assert np.array_equal(open_scale(dest, scale)[:, :, :, 0].read().result(), expected)
+
+
+def test_only_missing_replans_what_is_absent_and_verify_names_it(built) -> None:
+    info, _, export, dest, tmp = built
+    manifest = plan_dvid_scale(export, dest, 0, shards_per_task=1)
+    assert worker_main(["--manifest", str(manifest.save(tmp / "m0.json")), "--task-index", "0"]) == 0
+    check = verify_scale(manifest)
+    assert not check.ok and all("is missing (from " in p for p in check.problems)
+    assert len(check.problems) == len(manifest.shards) - 1
+    rest = plan_dvid_scale(export, dest, 0, only_missing=True, shards_per_task=1)
+    assert len(rest.shards) == len(manifest.shards) - 1
+    run_manifest(str(rest.save(tmp / "rest.json")), workers=1)
+    assert verify_scale(manifest).ok
+    assert plan_dvid_scale(export, dest, 0, only_missing=True).shards == []
+
+
+def test_verify_catches_a_wrong_chunk(built) -> None:
+    info, _, export, dest, tmp = built
+    manifest = plan_dvid_scale(export, dest, 0)
+    run_manifest(str(manifest.save(tmp / "m0.json")), workers=1)
+    store = open_scale(dest, 0)
+    store[:, :, :, 0].write(np.full(store.shape[:3], 12345, np.uint64)).result()  # overwrite everything
+    check = verify_scale(manifest)
+    assert not check.ok and "voxels different from" in check.problems[0]
+
+
+def test_plan_errors_are_clear(built, tmp_path: Path) -> None:
+    info, _, export, dest, tmp = built
+    with pytest.raises(PlanError, match="no DVID export shards"):
+        plan_dvid_scale(export, dest, 1)
+    with pytest.raises(PlanError, match="the parent scale has no shards yet; build scale 0 first"):
+        plan_downres_scale(dest, 1)
+    with pytest.raises(PlanError, match="cannot read the manifest"):
+        Manifest.load(tmp_path / "nope.json")
+    assert worker_main(["--manifest", str(plan_dvid_scale(export, dest, 0).save(tmp / "m.json")), "--task-index", "99"]) == 1
+    assert shard_files(dest, scales_of(info)[0].key) == set()
+
+
+def test_two_dvid_files_for_one_output_shard_are_refused(built) -> None:
+    info, _, export, dest, tmp = built
+    first = export / "s0" / "0_0_0.arrow"
+    twin = export / "s0" / "64_0_0.arrow"  # inside the same 128-voxel shard region: same output shard
+    twin.write_bytes(first.read_bytes())
+    twin.with_suffix(".csv").write_text(first.with_suffix(".csv").read_text())
+    with pytest.raises(PlanError, match=f"both map to output shard {scales_of(info)[0].key}/"):
+        plan_dvid_scale(export, dest, 0)
+    assert any("both map to" in p for p in validate_dvid(export, scales_of(info)[0]).problems)
+
+
+def test_cli_runs_and_verifies_scales(built, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import json
+
+    from connectome_assets.cli import main
+
+    info, volume, export, dest, tmp = built
+    spec = {k: v for k, v in info.items()}
+    (export / "spec.json").write_text(json.dumps(spec))
+    monkeypatch.setenv("CONNECTOME_HOME", str(tmp / "home"))
+    out = str(tmp / "cli-out")
+    assert main(["volume", "plan", str(export), out, "--downres", "1", "--dry-run"]) == 0
+    assert "not planned yet" in capsys.readouterr().out  # nothing written by a dry run
+    assert main(["volume", "run", str(export), out, "--downres", "1", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "scale 2 (downres)" in printed and "FAILED" not in printed and "precomputed://file://" in printed
+    assert main(["volume", "verify", str(export), out, "--downres", "1", "2"]) == 0
+    assert main(["volume", "verify", str(tmp / "nowhere"), out]) == 2  # no DVID scales found and none asked for
+    assert "no scales" in capsys.readouterr().err
+    assert main(["volume", "run", str(export), out, "--spec", str(tmp / "missing.json")]) == 2
+    assert "cannot read the volume spec" in capsys.readouterr().err
