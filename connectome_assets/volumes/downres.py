@@ -76,7 +76,8 @@ def _compare_swap(a, b):  # pragma: no cover - compiled
 @numba.njit(cache=True)
 def _mode_of_8(v0, v1, v2, v3, v4, v5, v6, v7, ignore_zero):  # pragma: no cover - compiled
     """Mode of eight labels; ties -> the smallest; with ignore_zero, zeros do not vote (all zero -> 0)."""
-    # Optimal 19-comparator sorting network for 8 inputs (Knuth, TAOCP 5.3.4), branch-free.
+    # A 19-comparator sorting network for 8 inputs (19 is the minimum for 8), branch-free; it sorts
+    # all 2^8 zero-one inputs, hence every input (zero-one principle).
     v0, v2 = _compare_swap(v0, v2)
     v1, v3 = _compare_swap(v1, v3)
     v4, v6 = _compare_swap(v4, v6)

@@ -15,10 +15,10 @@ from connectome_assets.volumes.downres import downsample_mode, downsample_region
 BIG = [0, 1, 2, 2**32 + 1, 2**63, 2**63 + 1, 2**64 - 1]  # labels above 2**32 and 2**63, and 0
 
 
-def reference_mode(volume: np.ndarray, rule: str) -> np.ndarray:
-    """Plain Python: for each (possibly partial) 2x2x2 block, count with Counter and apply the rule."""
+def reference_modes(volume: np.ndarray) -> dict[str, np.ndarray]:
+    """Plain Python: for each (possibly partial) 2x2x2 block, count with Counter and apply each rule."""
     shape = tuple((n + 1) // 2 for n in volume.shape)
-    out = np.zeros(shape, dtype=volume.dtype)
+    out = {rule: np.zeros(shape, dtype=volume.dtype) for rule in ("tensorstore", "dvid")}
     flat = volume.tolist()  # Python ints: no numpy comparison or ordering involved
     for i, j, k in itertools.product(*(range(n) for n in shape)):
         votes = Counter(
@@ -27,13 +27,17 @@ def reference_mode(volume: np.ndarray, rule: str) -> np.ndarray:
             for y in range(2 * j, min(2 * j + 2, volume.shape[1]))
             for z in range(2 * k, min(2 * k + 2, volume.shape[2]))
         )
-        if rule == "dvid":
-            votes.pop(0, None)  # zeros do not vote
-            if not votes:
-                continue  # all zero -> 0
         most = max(votes.values())
-        out[i, j, k] = min(label for label, count in votes.items() if count == most)
+        out["tensorstore"][i, j, k] = min(label for label, count in votes.items() if count == most)
+        votes.pop(0, None)  # dvid: zeros do not vote; all zero -> 0
+        if votes:
+            most = max(votes.values())
+            out["dvid"][i, j, k] = min(label for label, count in votes.items() if count == most)
     return out
+
+
+def reference_mode(volume: np.ndarray, rule: str) -> np.ndarray:
+    return reference_modes(volume)[rule]
 
 
 def random_volume(rng: np.random.Generator, shape: tuple[int, ...], labels: list[int], dtype: type, fortran: bool) -> np.ndarray:
@@ -69,13 +73,33 @@ def test_uint32_and_smaller_dtypes_match_the_reference(rule: str) -> None:
             np.testing.assert_array_equal(got, reference_mode(volume, rule))
 
 
+def blocks_in_a_row(blocks: np.ndarray) -> np.ndarray:
+    """A (2, 2, 2n) volume whose n 2x2x2 blocks hold the rows of `blocks` (n, 8)."""
+    return np.ascontiguousarray(blocks.reshape(-1, 2, 2, 2).transpose(1, 2, 0, 3).reshape(2, 2, -1))
+
+
+def test_every_block_over_three_labels_with_zero() -> None:
+    """All 3^8 = 6,561 arrangements of {0, 2**63, 1} in a block: every tie and zero pattern."""
+    for labels in ([0, 2**63, 1], [2**64 - 1, 0, 2**32]):
+        table = np.array(labels, dtype=np.uint64)
+        blocks = table[np.array(list(itertools.product(range(3), repeat=8)))]
+        volume = blocks_in_a_row(blocks)
+        for rule in ("tensorstore", "dvid"):
+            np.testing.assert_array_equal(downsample_mode(volume, rule), reference_mode(volume, rule))
+
+
 def test_many_labels_per_block_use_the_sorting_network_path() -> None:
-    """Blocks with 3..8 distinct labels (not the two-label shortcut)."""
+    """Blocks with 3..8 distinct labels (not the two-label shortcut), and 8 distinct in every order."""
     rng = np.random.default_rng(3)
     for _ in range(20):
         volume = rng.choice(np.array(BIG, dtype=np.uint64), size=(6, 6, 6))
         for rule in ("tensorstore", "dvid"):
             np.testing.assert_array_equal(downsample_mode(volume, rule), reference_mode(volume, rule))
+    distinct = np.array([5, 0, 2**63, 9, 2**64 - 1, 1, 2**32, 7], dtype=np.uint64)
+    blocks = distinct[np.array(list(itertools.permutations(range(8))))[::7]]  # 5,760 orders
+    volume = blocks_in_a_row(blocks)
+    assert (downsample_mode(volume, "tensorstore") == 0).all()  # all counts 1: the smallest, 0
+    assert (downsample_mode(volume, "dvid") == 1).all()  # the smallest non-zero
 
 
 def block(values: list[int]) -> np.ndarray:
@@ -166,6 +190,12 @@ def test_regions_read_only_their_own_source_box_and_tile_the_whole_result() -> N
         downsample_region(lambda box: np.zeros((1, 1, 1), np.uint64), ((0, 2), (0, 2), (0, 2)), (4, 4, 4))
 
 
+def test_empty_and_single_voxel_volumes() -> None:
+    assert downsample_mode(np.zeros((0, 3, 4), np.uint64)).shape == (0, 2, 2)
+    assert downsample_mode(np.zeros((5, 0, 1), np.uint32), "dvid").shape == (3, 0, 1)
+    assert downsample_mode(np.full((1, 1, 1), 2**64 - 1, np.uint64)).tolist() == [[[2**64 - 1]]]
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="unknown mode rule"):
         downsample_mode(np.zeros((2, 2, 2), np.uint64), "median")
@@ -191,8 +221,8 @@ def test_real_pinky40_cutout_matches_the_reference(pinky40: np.ndarray) -> None:
     cutout = np.asfortranarray(pinky40[101:229, 37:165, 250:378])
     odd = np.ascontiguousarray(pinky40[300:333, 400:431, 7:24])
     for volume in (cutout, odd):
-        for rule in ("tensorstore", "dvid"):
-            expected = reference_mode(volume, rule)
+        references = reference_modes(volume)
+        for rule, expected in references.items():
             np.testing.assert_array_equal(downsample_mode(volume, rule), expected)
             np.testing.assert_array_equal(downsample_mode(volume.astype(np.uint64), rule), expected.astype(np.uint64))
     # the real data has mixed blocks, zero voxels and ties, so both rules and all paths are exercised
