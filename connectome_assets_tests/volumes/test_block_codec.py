@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from connectome_assets.volumes.block_codec import BlockFormatError, block_table, decode_block, encode_block
+from connectome_assets.volumes.block_codec import BlockFormatError, block_table, decode_block, decode_block_into, encode_block
 
 
 def raw_volume(dvid: Path, name: str) -> np.ndarray:
@@ -97,3 +97,105 @@ def test_corrupt_blocks_are_clear_errors(fib19_block: bytes) -> None:
         decode_block(b"\x08\0\0\0")
     with pytest.raises(BlockFormatError, match="impossible sub-block grid"):
         decode_block(struct.pack("<4I", 0, 8, 8, 1) + b"\0" * 8)
+
+
+def volume_with_palettes(sizes: list[int], seed: int = 0, edge: int = 64) -> np.ndarray:
+    """A (z, y, x) volume whose sub-block i holds exactly sizes[i % len(sizes)] labels, shuffled."""
+    rng = np.random.default_rng(seed)
+    g = edge // 8
+    sub_blocks = np.empty((g**3, 512), np.uint64)
+    for i in range(g**3):
+        ns = sizes[i % len(sizes)]
+        first = rng.integers(0, 600)  # overlapping label ranges: the table is shared across sub-blocks
+        values = np.concatenate([np.arange(ns), rng.integers(0, ns, 512 - ns)]) + first + 1
+        sub_blocks[i] = rng.permutation(values)
+    return sub_blocks.reshape(g, g, g, 8, 8, 8).transpose(0, 3, 1, 4, 2, 5).reshape(edge, edge, edge)
+
+
+def output_views(shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    """(z, y, x)-indexed outputs of every layout decode_block_into handles."""
+    z, y, x = shape
+    xyz = np.zeros((x + 64, y + 16, z + 8), np.uint64)  # a larger x, y, z buffer, as an s0 writer assembles
+    return {
+        "zyx": np.zeros(shape, np.uint64),
+        "xyz chunk": np.zeros(shape[::-1], np.uint64).T,
+        "xyz buffer": xyz[64 : 64 + x, 8 : 8 + y, 8 : 8 + z].transpose(2, 1, 0),
+        "zyx buffer": np.zeros((z + 8, y + 8, x + 16), np.uint64)[8:, 8:, 16:],
+        "y contiguous": np.zeros((z, x, y), np.uint64).transpose(0, 2, 1),  # no 8-voxel runs: through a temporary
+        "odd offset": np.zeros((z, y, x + 3), np.uint64)[:, :, 3:],  # runs not on 8-voxel rows: through a temporary
+    }
+
+
+@pytest.mark.parametrize("sizes", [[1], [2], [3, 4], [5, 6, 7, 8], [9, 16], [17, 100, 255], [256, 257, 512], [1, 2, 3, 5, 9, 33, 257, 1, 1, 2]])
+def test_every_palette_width_decodes_into_every_layout(sizes: list[int]) -> None:
+    volume = volume_with_palettes(sizes)
+    encoded = encode_block(volume)
+    assert np.array_equal(decode_block(encoded), volume)
+    table = block_table(encoded)
+    mapped = table % 97 + 1  # many supervoxels to one body, as the `labels` column does
+    expected = table_mapped(volume, table, mapped)
+    for name, out in output_views(volume.shape).items():
+        assert decode_block_into(encoded, mapped, out) is out
+        assert np.array_equal(out, expected), name
+        assert np.array_equal(decode_block_into(encoded, None, out), volume), name
+
+
+def table_mapped(volume: np.ndarray, table: np.ndarray, mapped: np.ndarray) -> np.ndarray:
+    order = np.argsort(table)
+    return mapped[order[np.searchsorted(table, volume, sorter=order)]]
+
+
+def test_other_grids_and_inputs(dvid: Path, fib19_block: bytes) -> None:
+    volume = volume_with_palettes([1, 2, 3, 9], seed=3, edge=32)[:, :16, :]  # gz=4, gy=2, gx=4
+    encoded = encode_block(volume)
+    for name, out in output_views(volume.shape).items():
+        assert np.array_equal(decode_block_into(encoded, None, out), volume), name
+    truth = raw_volume(dvid, "fib19-64x64x64-sample1")
+    for data in (bytearray(fib19_block), memoryview(fib19_block), np.frombuffer(fib19_block, np.uint8).copy()):
+        assert np.array_equal(decode_block(data), truth)
+    assert decode_block(fib19_block).ctypes.data % 64 == 0  # every 8-voxel run is one cache line
+    with pytest.raises(ValueError, match=r"needs a writeable uint64 array of shape \(64, 64, 64\), got uint32"):
+        decode_block_into(fib19_block, None, np.zeros((64, 64, 64), np.uint32))
+    with pytest.raises(ValueError, match="got int64 array of shape"):
+        decode_block_into(fib19_block, None, np.zeros((64, 64, 32), np.int64))
+
+
+def set_value(block: bytes, stream_at: int, bits: int, voxel: int, value: int) -> bytes:
+    """The block with one voxel's palette position overwritten (MSB-first, `bits` wide)."""
+    stream = np.unpackbits(np.frombuffer(block, np.uint8, count=64 * bits, offset=stream_at))
+    stream[voxel * bits : (voxel + 1) * bits] = [(value >> (bits - 1 - j)) & 1 for j in range(bits)]
+    return block[:stream_at] + np.packbits(stream).tobytes() + block[stream_at + 64 * bits :]
+
+
+@pytest.mark.parametrize("ns, bad", [(3, 3), (5, 7), (6, 6), (9, 15), (100, 127), (257, 300)])
+def test_a_voxel_past_its_palette_is_a_clear_error_in_every_layout(ns: int, bad: int) -> None:
+    volume = np.ones((16, 16, 16), np.uint64)
+    volume[:8, :8, 8:] = (np.arange(512) % ns + 10).reshape(8, 8, 8)  # sub-block 1
+    encoded = encode_block(volume)
+    n = len(block_table(encoded))
+    stream_at = 16 + 8 * n + 2 * 8 + 4 * (1 + ns + 6)
+    assert len(encoded) == stream_at + 64 * _bits(ns)
+    broken = set_value(encoded, stream_at, _bits(ns), 300, bad)
+    for out in output_views((16, 16, 16)).values():
+        with pytest.raises(BlockFormatError, match=f"sub-block 1 has a voxel value {bad} past its palette"):
+            decode_block_into(broken, None, out)
+
+
+def _bits(ns: int) -> int:
+    return int(ns - 1).bit_length()
+
+
+def test_oversized_palette_and_truncated_streams() -> None:
+    volume = volume_with_palettes([2, 3, 9], seed=1, edge=16)
+    encoded = encode_block(volume)
+    n = len(block_table(encoded))
+    too_many = corrupt(encoded, 16 + 8 * n + 2 * 3, struct.pack("<H", 513))
+    with pytest.raises(BlockFormatError, match="truncated"):  # 513 palette entries run past the block
+        decode_block(too_many)
+    padded = too_many[: 16 + 8 * n + 16] + b"\0" * (4 * 600) + too_many[16 + 8 * n + 16 :]
+    with pytest.raises(BlockFormatError, match="sub-block 3 has a 513-entry palette, more than its 512 voxels can use"):
+        decode_block(padded)
+    for cut in (len(encoded) - 1, len(encoded) - 64, 16 + 8 * n + 4):
+        for out in output_views((16, 16, 16)).values():
+            with pytest.raises(BlockFormatError, match="truncated"):
+                decode_block_into(encoded[:cut], None, out)
