@@ -246,8 +246,8 @@ def cache_populate(settings: Settings, name: str, out: Path) -> None:
 def volume_command(settings: Settings, args: argparse.Namespace) -> int:
     """`connectome volume plan|run|verify`: the same library path the Dagster volume assets take."""
     from connectome_assets.volumes.build import build_scale, dvid_scales, plan_scale, prepare_volume, verify_whole_scale
-    from connectome_assets.volumes.plan import tier_table
-    from connectome_assets.volumes.precomputed import destination_url, neuroglancer_link
+    from connectome_assets.volumes.plan import PlanError, tier_table
+    from connectome_assets.volumes.precomputed import VolumeSpecError, destination_url, neuroglancer_link
 
     scales = args.scales if args.scales is not None else dvid_scales(args.export_dir)
     order = [*scales, *args.downres]
@@ -258,7 +258,7 @@ def volume_command(settings: Settings, args: argparse.Namespace) -> int:
         for scale in order:
             try:
                 manifest = plan_scale(args.export_dir, url, scale, only_missing=args.only_missing, **options)
-            except Exception as exc:  # a downres scale is planned from the scale below, once it is built
+            except (PlanError, VolumeSpecError) as exc:  # a downres scale is planned from the scale below, once it is built
                 print(f"scale {scale}: not planned yet ({exc})")
                 continue
             print(f"scale {scale} ({manifest.kind}): {len(manifest.shards)} shards in {len(manifest.tasks)} tasks")
