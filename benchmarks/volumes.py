@@ -46,7 +46,16 @@ Each is run for `--decode-passes` passes over the 258 blocks; the median pass gi
 GB/s of decoded voxels (uint64, 2 MiB per block; GB = 1e9 bytes). CPU seconds and peaks are
 over all passes. Both must produce identical voxels (checked).
 
-Usage: python benchmarks/volumes.py [--only downres|decode] [--repeat 5] [--skip-uint32] [--decode-passes 10]
+write
+-----
+`write_dvid_shard` (the s0 path) on the same real shard as s1 of the male CNS spec
+(`mcns-ng-specs.json`): decode + label mapping + transpose + tensorstore `neuroglancer_precomputed`
+writes in ONE transaction + commit (compressed_segmentation encode, sharding, gzip), into a fresh
+local volume each pass; blocks/s of the median pass, with the decode share. One chunk is read
+back and compared (checked).
+
+Usage: python benchmarks/volumes.py [--only downres|decode|write] [--repeat 5] [--skip-uint32] [--decode-passes 10]
+                                    [--write-passes 3]
 """
 
 from __future__ import annotations
@@ -70,6 +79,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 PINKY40 = SHARED / "volumes" / "pinky40-512.npy.ckl.gz"
 SHARD = SHARED / "dvid" / "30720_24576_28672.arrow"
 SHARD_INDEX = SHARED / "dvid" / "30720_24576_28672-newformat.csv"
+SPEC = SHARED / "dvid" / "mcns-ng-specs.json"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,16 +359,64 @@ def decode_section(passes: int) -> bool:
     return run.identical
 
 
+@dataclass
+class WriteRun:
+    blocks: int
+    seconds: list[float] = field(default_factory=list)
+    decode_seconds: list[float] = field(default_factory=list)
+    measured: Measurement = field(default_factory=Measurement)
+    equal: bool = False
+
+
+def run_write(passes: int) -> WriteRun:
+    """`write_dvid_shard` on the real shard as s1 of the male CNS spec, into a fresh local volume per pass."""
+    import json
+
+    import numpy as np
+
+    from connectome_assets.volumes.precomputed import destination_url, info_from_spec, open_scale, scales_of, write_info
+    from connectome_assets.volumes.s0 import write_dvid_shard
+    from connectome_assets.volumes.shard_reader import DvidShardReader
+
+    info = info_from_spec(json.loads(SPEC.read_text()), str(SPEC))
+    scale = scales_of(info)[1]
+    reader = DvidShardReader(SHARD, SHARD_INDEX)
+    reader.decode(reader.chunks[0])  # load the compiled decoder
+    run = WriteRun(len(reader.chunks))
+    with tempfile.TemporaryDirectory(prefix="s0-write-") as root, Section() as run.measured:
+        for i in range(passes):
+            dest = destination_url(f"{root}/v{i}")
+            write_info(dest, info)
+            result = write_dvid_shard(reader, dest, scale)
+            run.seconds.append(result.seconds)
+            run.decode_seconds.append(result.decode_seconds)
+        x, y, z = reader.chunks[0]
+        got = open_scale(dest, 1)[x * 64 : x * 64 + 64, y * 64 : y * 64 + 64, z * 64 : z * 64 + 64, 0].read().result()
+        run.equal = bool(np.array_equal(got, reader.decode((x, y, z)).transpose(2, 1, 0)))
+    return run
+
+
+def write_section(passes: int) -> bool:
+    run = in_fresh_process(run_write, passes)
+    median = statistics.median(run.seconds)
+    decode = statistics.median(run.decode_seconds)
+    print(f"\ns0 write path: {SHARD.name} as s1 of {SPEC.name}, {run.blocks} blocks -> one output shard, one tensorstore transaction; {passes} passes")
+    print(f"  median {median:.3f} s = {run.blocks / median:,.0f} blocks/s (decode {decode:.3f} s of it; tensorstore write + cseg encode + commit the rest)")
+    print(f"  CPU {run.measured.cpu_seconds:.2f} s over all passes; peak RSS {run.measured.peak_rss_mib:,.0f} MiB; read back equal: {run.equal}")
+    return run.equal
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Mode downres of pinky40 beside tinybrain and tensorstore; DVID block decode throughput.")
-    parser.add_argument("--only", choices=("downres", "decode"), help="run one section only")
+    parser.add_argument("--only", choices=("downres", "decode", "write"), help="run one section only")
     parser.add_argument("--repeat", type=int, default=5, help="downres runs per engine, interleaved; the median is shown (default 5)")
     parser.add_argument("--skip-uint32", action="store_true", help="downres of the uint64 volume only")
     parser.add_argument("--decode-passes", type=int, default=10, help="passes over the shard's blocks per decode path (default 10)")
+    parser.add_argument("--write-passes", type=int, default=3, help="s0 writes of the real shard (default 3)")
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.decode_passes < 1:
         parser.error("--repeat and --decode-passes must be at least 1")
-    for path in (PINKY40, SHARD, SHARD_INDEX):
+    for path in (PINKY40, SHARD, SHARD_INDEX, SPEC):
         if not path.is_file():
             print(f"reference data not found: {path} (the benchmark needs ../shared/data beside the repository)", file=sys.stderr)
             return 2
@@ -371,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         ok &= downres_section(args.repeat, ["uint64"] if args.skip_uint32 else ["uint64", "uint32"])
     if args.only in (None, "decode"):
         ok &= decode_section(args.decode_passes)
+    if args.only in (None, "write"):
+        ok &= write_section(args.write_passes)
     if not ok:
         print("\nFAIL: engines disagree where they must agree (see the checks above)", file=sys.stderr)
         return 1
