@@ -11,12 +11,13 @@ from __future__ import annotations
 import copy
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import numpy as np
 import tensorstore as ts
 
 from connectome_assets.volumes.sharding import ShardingSpec, chunk_grid
@@ -100,6 +101,15 @@ def info_from_spec(spec: Mapping[str, Any], source: str, z_compress: int = 0) ->
     if z_compress and 64 % (z_compress + 1):
         raise VolumeSpecError(f"{source}: z_compress {z_compress} must divide 64 slices evenly (N+1 a power of two)")
     return info
+
+
+def chunk_box(chunk: Sequence[int], scale: Scale, depth: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The voxels [start, end) of a chunk of `scale`, clipped to the volume; empty (some end <= start)
+    for a chunk outside it. `depth` overrides the chunk's z extent (a z-compressed DVID block)."""
+    extent = np.array([CHUNK, CHUNK, scale.chunk_size[2] if depth is None else depth])
+    origin = np.asarray(chunk) * extent
+    low = np.array(scale.voxel_offset)
+    return np.maximum(origin, low), np.minimum(origin + extent, low + scale.size)
 
 
 def scales_of(info: Mapping[str, Any]) -> list[Scale]:

@@ -1,4 +1,4 @@
-"""Writing one output shard of scale k from scale k−1 by 2×2×2 mode (`downres.downsample_mode`).
+"""Writing one output shard of scale k from scale k−1 by 2×2×2 mode (`downres.downsample_region`).
 
 Reads only what it needs: the parent shard files the plan names give, from their indices, the
 parent chunks below this output shard; for each output chunk that has data below it, the parent
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import tensorstore as ts
 
-from connectome_assets.volumes.downres import downsample_mode
+from connectome_assets.volumes.downres import Box, downsample_region
 from connectome_assets.volumes.plan import ShardJob, child_shards, shard_chunks
-from connectome_assets.volumes.precomputed import CHUNK, Scale, open_scale
+from connectome_assets.volumes.precomputed import Scale, chunk_box, open_scale
 
 
 @dataclass
@@ -27,7 +27,6 @@ class DownresResult:
     all_zero: int = 0
     input_voxels: int = 0
     seconds: float = 0.0
-    mode_seconds: float = 0.0
 
 
 def child_chunks_of(dest_url: str, parent: Scale, target: Scale, job: ShardJob) -> np.ndarray:
@@ -46,21 +45,21 @@ def write_downres_shard(dest_url: str, parent: Scale, target: Scale, job: ShardJ
     store = open_scale(dest_url, target.index)
     txn = ts.Transaction()
     out = store.with_transaction(txn)
-    parent_low, parent_high = np.array(parent.voxel_offset), np.array(parent.voxel_offset) + parent.size
-    low, high = np.array(target.voxel_offset), np.array(target.voxel_offset) + target.size
+    # Absolute coordinates: the parent's extent is bounded by its offset + size.
+    parent_extent = np.array(parent.voxel_offset) + parent.size
+
+    def read(box: Box) -> np.ndarray:
+        (x0, x1), (y0, y1), (z0, z1) = box
+        below = source[x0:x1, y0:y1, z0:z1, 0].read().result()
+        result.input_voxels += int(below.size)
+        return below
+
     for chunk in child_chunks_of(dest_url, parent, target, job).tolist():
         result.chunks += 1
-        start = np.maximum(np.array(chunk) * CHUNK, low)
-        end = np.minimum(start + CHUNK, high)
+        start, end = chunk_box(chunk, target)
         if (end <= start).any():
             continue
-        read_low = np.maximum(start * 2, parent_low)
-        read_high = np.minimum(end * 2, parent_high)
-        below = source[read_low[0] : read_high[0], read_low[1] : read_high[1], read_low[2] : read_high[2], 0].read().result()
-        result.input_voxels += int(below.size)
-        mode_started = time.perf_counter()
-        voxels = downsample_mode(below, rule)[: end[0] - start[0], : end[1] - start[1], : end[2] - start[2]]
-        result.mode_seconds += time.perf_counter() - mode_started
+        voxels = downsample_region(read, tuple(zip(start.tolist(), end.tolist())), parent_extent.tolist(), rule)
         if not voxels.any():
             result.all_zero += 1
             continue

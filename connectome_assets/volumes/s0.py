@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tensorstore as ts
 
-from connectome_assets.volumes.precomputed import CHUNK, Scale, open_scale
+from connectome_assets.volumes.precomputed import CHUNK, Scale, chunk_box, open_scale
 from connectome_assets.volumes.shard_reader import DvidShardReader, ShardFormatError
 from connectome_assets.volumes.sharding import compressed_morton_code, grid_bits, shard_and_minishard, shard_file_name
 
@@ -51,6 +51,15 @@ def expected_output_shard(arrow_path: str | Path, scale: Scale) -> int:
     return output_shard_of_chunk((x // CHUNK, y // CHUNK, z // CHUNK), scale)
 
 
+def misplaced_chunk(arrow_path: str | Path, chunk: tuple[int, int, int], scale: Scale, expected: int) -> str:
+    """Why a chunk of a DVID shard does not belong in the output shard its file name gives ('' if it does)."""
+    shard = output_shard_of_chunk(chunk, scale)
+    if shard == expected:
+        return ""
+    bits = scale.sharding.shard_bits
+    return f"{arrow_path}: chunk {chunk} belongs to output shard {shard_file_name(shard, bits)}, but the file name says {shard_file_name(expected, bits)}"
+
+
 @dataclass
 class ShardWriteResult:
     source: str
@@ -63,7 +72,6 @@ class ShardWriteResult:
     voxels: int = 0
     seconds: float = 0.0
     decode_seconds: float = 0.0
-    sample: list[tuple[int, int, int]] = field(default_factory=list)  # chunks written, for verification
 
 
 def write_dvid_shard(
@@ -75,22 +83,16 @@ def write_dvid_shard(
     result = ShardWriteResult(str(reader.arrow_path), expected, shard_file_name(expected, scale.sharding.shard_bits))
     stride = z_compress + 1
     depth = CHUNK // stride
-    low = np.array(scale.voxel_offset)
-    high = low + np.array(scale.size)
     store = open_scale(dest_url, scale.index)
     txn = ts.Transaction()
     target = store.with_transaction(txn)
     for chunk in reader.chunks:
         result.chunks += 1
-        shard = output_shard_of_chunk(chunk, scale)
-        if shard != expected:
-            raise ShardMappingError(
-                f"{reader.arrow_path}: chunk {chunk} belongs to output shard {shard_file_name(shard, scale.sharding.shard_bits)},"
-                f" but the file name says {result.output_file}; the export is not sharded as the spec says"
-            )
-        origin = np.array([chunk[0] * CHUNK, chunk[1] * CHUNK, chunk[2] * depth])
-        end = np.minimum(origin + [CHUNK, CHUNK, depth], high)
-        if (end <= np.maximum(origin, low)).any():
+        problem = misplaced_chunk(reader.arrow_path, chunk, scale, expected)
+        if problem:
+            raise ShardMappingError(f"{problem}; the export is not sharded as the spec says")
+        start, end = chunk_box(chunk, scale, depth)
+        if (end <= start).any():
             result.outside += 1
             continue
         decoding = time.perf_counter()
@@ -101,13 +103,11 @@ def write_dvid_shard(
             continue
         if stride > 1:
             voxels = voxels[::stride]
-        start = np.maximum(origin, low)
+        origin = np.asarray(chunk) * [CHUNK, CHUNK, depth]
         xyz = voxels.transpose(2, 1, 0)[tuple(slice(s - o, e - o) for s, e, o in zip(start, end, origin))]
         target[start[0] : end[0], start[1] : end[1], start[2] : end[2], 0].write(xyz).result()
         result.written += 1
         result.voxels += int(xyz.size)
-        if len(result.sample) < 8:
-            result.sample.append(chunk)
     if result.written:
         txn.commit_async().result()
     result.seconds = time.perf_counter() - started

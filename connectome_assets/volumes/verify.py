@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from connectome_assets.volumes.plan import Manifest, ShardJob, shard_chunks
-from connectome_assets.volumes.precomputed import CHUNK, Scale, open_scale, read_info, scales_of, shard_files
+from connectome_assets.volumes.downres import source_box
+from connectome_assets.volumes.precomputed import CHUNK, Scale, chunk_box, open_scale, read_info, scales_of, shard_files
 from connectome_assets.volumes.pyramid import child_chunks_of
-from connectome_assets.volumes.s0 import expected_output_shard, output_shard_of_chunk
+from connectome_assets.volumes.s0 import expected_output_shard, misplaced_chunk
 from connectome_assets.volumes.shard_reader import DvidShardReader
 from connectome_assets.volumes.sharding import shard_file_name
 
@@ -49,15 +50,13 @@ def validate_dvid(export_dir: str | Path, scale: Scale) -> DvidValidation:
             owners[expected] = arrow.name
             for chunk in reader.chunks:
                 report.chunks += 1
-                if any(c * CHUNK >= s for c, s in zip(chunk, scale.size)):
+                start, end = chunk_box(chunk, scale)
+                if (end <= start).any():
                     report.outside += 1
                     continue
-                shard = output_shard_of_chunk(chunk, scale)
-                if shard != expected:
-                    report.problems.append(
-                        f"{arrow.name}: chunk {chunk} belongs to {shard_file_name(shard, scale.sharding.shard_bits)},"
-                        f" the name says {shard_file_name(expected, scale.sharding.shard_bits)}"
-                    )
+                problem = misplaced_chunk(arrow.name, chunk, scale, expected)
+                if problem:
+                    report.problems.append(problem)
                     break
         finally:
             reader.close()
@@ -125,19 +124,15 @@ def verify_scale(manifest: Manifest, sample_per_shard: int = 3, seed: int = 0) -
     return report
 
 
-def _box(chunk: np.ndarray, scale: Scale, depth: int = CHUNK) -> tuple[np.ndarray, np.ndarray]:
-    start = chunk * np.array([CHUNK, CHUNK, depth])
-    return start, np.minimum(start + [CHUNK, CHUNK, depth], np.array(scale.voxel_offset) + scale.size)
-
-
 def _check_dvid_sample(manifest: Manifest, target: Scale, store, job: ShardJob, rng, count: int, report: ScaleVerification) -> list[str]:
     reader = DvidShardReader(job.source)
     try:
-        inside = [c for c in reader.chunks if all(x * CHUNK < s for x, s in zip(c, target.size))]
-        picked = [inside[i] for i in rng.choice(len(inside), min(count, len(inside)), replace=False)] if inside else []
         stride = manifest.z_compress + 1
+        boxes = {c: chunk_box(c, target, CHUNK // stride) for c in reader.chunks}
+        inside = [c for c, (start, end) in boxes.items() if (end > start).all()]
+        picked = [inside[i] for i in rng.choice(len(inside), min(count, len(inside)), replace=False)] if inside else []
         for chunk in picked:
-            start, end = _box(np.array(chunk), target, CHUNK // stride)
+            start, end = boxes[chunk]
             expected = reader.decode(chunk, supervoxels=manifest.supervoxels)[::stride].transpose(2, 1, 0)
             expected = expected[: end[0] - start[0], : end[1] - start[1], : end[2] - start[2]]
             got = store[start[0] : end[0], start[1] : end[1], start[2] : end[2], 0].read().result()
@@ -154,10 +149,9 @@ def _check_downres_sample(manifest: Manifest, parent: Scale, target: Scale, stor
     written = set(map(tuple, shard_chunks(manifest.dest_url, target, job.output_file).tolist()))
     source = open_scale(manifest.dest_url, parent.index)
     for i in rng.choice(len(chunks), min(count, len(chunks)), replace=False) if len(chunks) else []:
-        start, end = _box(chunks[i], target)
-        low = start * 2
-        high = np.minimum(end * 2, np.array(parent.voxel_offset) + parent.size)
-        below = source[low[0] : high[0], low[1] : high[1], low[2] : high[2], 0].read().result()
+        start, end = chunk_box(chunks[i], target)
+        (x0, x1), (y0, y1), (z0, z1) = source_box(tuple(zip(start.tolist(), end.tolist())), (np.array(parent.voxel_offset) + parent.size).tolist())
+        below = source[x0:x1, y0:y1, z0:z1, 0].read().result()
         expected = reference_mode(below, manifest.rule)[: end[0] - start[0], : end[1] - start[1], : end[2] - start[2]]
         got = store[start[0] : end[0], start[1] : end[1], start[2] : end[2], 0].read().result()
         report.chunks_checked += 1

@@ -51,11 +51,19 @@ def run_task(manifest: Manifest, index: int, report: Callable[[dict], None] | No
                 written = write_dvid_shard(reader, manifest.dest_url, scales[manifest.scale], supervoxels=manifest.supervoxels, z_compress=manifest.z_compress)
             finally:
                 reader.close()
-            line = {"shard": job.output_file, "source": job.source, "chunks": written.chunks, "written": written.written, "voxels": written.voxels}
+            line = {
+                "shard": job.output_file,
+                "source": job.source,
+                "chunks": written.chunks,
+                "written": written.written,
+                "all_zero": written.all_zero,
+                "outside": written.outside,
+                "voxels": written.voxels,
+            }
             result.voxels += written.voxels
         else:
             written = write_downres_shard(manifest.dest_url, scales[manifest.scale - 1], scales[manifest.scale], job, manifest.rule)
-            line = {"shard": job.output_file, "chunks": written.chunks, "written": written.written, "input_voxels": written.input_voxels}
+            line = {"shard": job.output_file, "chunks": written.chunks, "written": written.written, "all_zero": written.all_zero, "input_voxels": written.input_voxels}
             result.voxels += written.input_voxels
         result.shards += 1
         result.chunks_written += written.written
