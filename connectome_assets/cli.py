@@ -8,6 +8,9 @@
     connectome cache populate --dataset NAME [--out DIR]
     connectome volume plan|run|verify EXPORT_DIR DEST [--spec SPEC_JSON] [--scales K …] [--downres K …]
                       [--only-missing] [--supervoxels] [--z-compress N] [--rule tensorstore|dvid] [--dry-run]
+    connectome registry serve [--host H --port P] | register NAME LOCATION --format F --datastack D …
+                        | search | show NAME | lineage NAME | access NAME | publish|deprecate NAME VERSION
+                        | audit | token create USER [--grant DATASTACK:LEVEL …]
 
 `volume run` writes the info, then builds each DVID scale and each downres scale in order,
 verifying every scale before the next; it exits non-zero at the first scale that fails.
@@ -32,13 +35,14 @@ import yaml
 
 from connectome_assets.connectome.catalog import DatasetEntry, load_entry, write_entry
 from connectome_assets.connectome.errors import SourceError
+from connectome_assets.registry.commands import add_registry_parser, run_registry_command
 from connectome_assets.settings import Settings, load_settings
 
 if TYPE_CHECKING:  # dagster is imported only by the commands that run it
     import dagster as dg
 
 # The assets of the main job `dataset_import` (defs/connectome/jobs.py), as a selection string.
-DEFAULT_SELECTION = "key:neurons or key:synapses or key:graph_edges or key:bottleneck_neurons or key:feature_exports"
+DEFAULT_SELECTION = "key:neurons or key:synapses or key:graph_edges or key:bottleneck_neurons or key:feature_exports or key:registry_entries"
 
 
 @dataclass
@@ -144,10 +148,10 @@ def materialize_dataset(settings: Settings, name: str, selection: str = DEFAULT_
 
 
 def materialize_volume(settings: Settings, name: str) -> MaterializeReport:
-    """Run every volume asset and check of one DVID export partition in-process."""
-    import dagster as dg
+    """Run the `volume_export` job's assets and checks of one DVID export partition in-process."""
+    from connectome_assets.defs.volumes.jobs import VOLUME_EXPORT_SELECTION
 
-    result = run_partition_selection(settings, "dvid_exports", name, dg.AssetSelection.groups("volumes"), tags={"dvid_export": name}, run_config=QUIET)
+    result = run_partition_selection(settings, "dvid_exports", name, VOLUME_EXPORT_SELECTION, tags={"dvid_export": name}, run_config=QUIET)
     return report_of(result, name)
 
 
@@ -167,6 +171,7 @@ def print_volume_report(report: MaterializeReport) -> None:
     link = report.materialized.get("ng_info", {}).get("neuroglancer")
     if link:
         print(f"  neuroglancer: {link}")
+    _print_registered(report)
     for failure in report.failures:
         print(f"  failure {failure}")
 
@@ -195,8 +200,16 @@ def print_report(report: MaterializeReport) -> None:
             print(f"  top bottlenecks   {top}")
     for asset, check, passed, description in report.checks:
         print(f"  check {asset}/{check}: {'passed' if passed else 'FAILED'}{' - ' + description if description else ''}")
+    _print_registered(report)
     for failure in report.failures:
         print(f"  failure {failure}")
+
+
+def _print_registered(report: MaterializeReport) -> None:
+    for asset in ("registry_entries", "volume_registry_entry"):
+        registered = report.materialized.get(asset, {}).get("registered")
+        if registered:
+            print(f"  registered        {', '.join(f'{name}@{version}' for name, version in registered.items())}")
 
 
 def purge(settings: Settings, name: str, tables: Sequence[str], dry_run: bool) -> None:
@@ -338,6 +351,7 @@ def _parser() -> argparse.ArgumentParser:
     populate = cache.add_parser("populate", help="download a dataset's deployed derived products into local Parquet")
     populate.add_argument("--dataset", required=True)
     populate.add_argument("--out", type=Path, default=None, help="cache folder (default: $CONNECTOME_ARTICLE_CACHE)")
+    add_registry_parser(commands)
     purge_parser = commands.add_parser("purge", help="delete a dataset's rows from its source and dataset-scoped tables")
     purge_parser.add_argument("name")
     purge_parser.add_argument("--tables", nargs="+", action="extend", default=[], metavar="TABLE", help="only these dataset tables")
@@ -405,6 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             except (PlanError, VolumeSpecError, ShardFormatError) as exc:
                 print(f"connectome: {exc}", file=sys.stderr)
                 return 2
+        if args.command == "registry":
+            return run_registry_command(settings, args)
         if args.command == "demo":
             from connectome_assets.demo import run_demo
 

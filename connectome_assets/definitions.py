@@ -7,6 +7,7 @@ from connectome_assets.defs.connectome import definitions as connectome_stage
 from connectome_assets.defs.exports import definitions as exports_stage
 from connectome_assets.defs.graph import definitions as graph_stage
 from connectome_assets.defs.maintenance import definitions as maintenance_stage
+from connectome_assets.defs.registry import definitions as registry_stage
 from connectome_assets.defs.resources import build_resources
 from connectome_assets.defs.volumes import definitions as volumes_stage
 from connectome_assets.settings import Settings, load_settings
@@ -20,6 +21,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         exports_stage.exports_defs,
         maintenance_stage.maintenance_defs,
         volumes_stage.volumes_defs,
+        registry_stage.registry_defs,
         dg.Definitions(resources=resources),
     )
 

@@ -40,6 +40,7 @@ def run_demo(settings: Settings) -> int:
     failed += not volume.ok
     print(f"\nCONNECTOME_HOME={settings.home}")
     print("Open the Dagster UI on these datasets with `make dev` (http://127.0.0.1:3000).")
+    print("Browse the feature registry with `.venv/bin/connectome registry search`; serve it with `.venv/bin/connectome registry serve`.")
     return 1 if failed else 0
 
 

@@ -14,6 +14,22 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
+class RegistrySettings:
+    """The feature registry: where it runs, how it signs, what it allows."""
+
+    url: str  # HTTP registry to talk to; empty: run the registry in-process on the metadata database
+    token: str  # bearer token used with `url`
+    user: str  # the in-process registry's acting user (embedded mode), created with admin on every datastack
+    secret: str  # HMAC key of file:// download URLs; empty: a key kept in `<home>/registry.secret`
+    roots: tuple[str, ...]  # allowed location roots besides the object store
+    public_url: str  # base URL put into file:// download URLs; empty: the request's own base URL
+    url_ttl_seconds: int
+    daily_quota_bytes: int  # default per-user daily byte quota of issued access
+    gcs_key_file: str  # service-account key for GCS V4 signing; empty: IAM signBlob with the default credentials
+    gcs_endpoint: str
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     clickhouse_url: str
@@ -24,6 +40,7 @@ class Settings:
     exports: Path
     dagster_home: Path
     article_cache: Path  # local Parquet cache of derived products (`connectome cache populate`)
+    registry: RegistrySettings
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -40,4 +57,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         exports=Path(env.get("CONNECTOME_EXPORTS", str(home / "exports"))).expanduser().resolve(),
         dagster_home=Path(env.get("DAGSTER_HOME", str(home / "dagster"))).expanduser().resolve(),
         article_cache=Path(env.get("CONNECTOME_ARTICLE_CACHE", str(home / "article_cache"))).expanduser().resolve(),
+        registry=RegistrySettings(
+            url=env.get("CONNECTOME_REGISTRY_URL", ""),
+            token=env.get("CONNECTOME_REGISTRY_TOKEN", ""),
+            user=env.get("CONNECTOME_REGISTRY_USER", "platform"),
+            secret=env.get("CONNECTOME_REGISTRY_SECRET", ""),
+            roots=tuple(r.strip() for r in env.get("CONNECTOME_REGISTRY_ROOTS", "").split(",") if r.strip()),
+            public_url=env.get("CONNECTOME_REGISTRY_PUBLIC_URL", ""),
+            url_ttl_seconds=int(env.get("CONNECTOME_REGISTRY_URL_TTL", "3600")),
+            daily_quota_bytes=int(env.get("CONNECTOME_REGISTRY_DAILY_QUOTA", str(1 << 40))),
+            gcs_key_file=env.get("CONNECTOME_REGISTRY_GCS_KEY", ""),
+            gcs_endpoint=env.get("CONNECTOME_REGISTRY_GCS_ENDPOINT", "https://storage.googleapis.com"),
+        ),
     )

@@ -6,6 +6,7 @@ embedded ClickHouse and every test gets its own database in it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -149,14 +150,4 @@ def gcs_bucket(fake_gcs: str):
 @pytest.fixture
 def settings(tmp_path: Path, chdb_url: str, database: str, metadata_url: str) -> Settings:
     base = load_settings({"CONNECTOME_HOME": str(tmp_path / "home")})
-    return Settings(
-        home=base.home,
-        clickhouse_url=chdb_url,
-        clickhouse_database=database,
-        metadata_url=metadata_url,
-        object_store=base.object_store,
-        catalog=base.catalog,
-        exports=base.exports,
-        dagster_home=base.dagster_home,
-        article_cache=base.article_cache,
-    )
+    return dataclasses.replace(base, clickhouse_url=chdb_url, clickhouse_database=database, metadata_url=metadata_url)

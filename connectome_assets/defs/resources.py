@@ -11,6 +11,9 @@ from pydantic import Field
 
 from connectome_assets.connectome.catalog import DatasetEntry, entry_digest, list_dataset_names, load_entry
 from connectome_assets.metadata.store import MetadataStore
+from connectome_assets.registry.client import LocalRegistryClient, RegistryClient
+from connectome_assets.registry.config import allowed_roots, in_process_client, resolve_secret
+from connectome_assets.registry.service import RegistryConfig
 from connectome_assets.settings import Settings
 from connectome_assets.warehouse.client import connect
 
@@ -77,12 +80,41 @@ class VolumesResource(dg.ConfigurableResource):
         return f"{self.destination_root.rstrip('/')}/{name}"
 
 
+class RegistryResource(dg.ConfigurableResource):
+    """The feature registry: an HTTP registry (`url` + `token`), or, when `url` is empty, the registry
+    code in-process on the metadata database acting as `user`.
+    """
+
+    url: str = Field(default="", description="Registry base URL; empty: in-process on the metadata database.")
+    token: str = Field(default="", description="Bearer token with write on the datastacks registered into.")
+    user: str = Field(default="platform", description="The acting user of the in-process registry.")
+    metadata_url: str = Field(description="Metadata database of the in-process registry.")
+    roots: list[str] = Field(description="Allowed location roots of the in-process registry.")
+    secret: str = Field(default="", description="HMAC key of download URLs; empty: the one kept under `home`.")
+    home: str = Field(description="CONNECTOME_HOME (where the generated download key is kept).")
+
+    def get_client(self) -> RegistryClient | LocalRegistryClient:
+        if self.url:
+            return RegistryClient(self.url, self.token)
+        config = RegistryConfig(roots=tuple(self.roots), secret=resolve_secret(self.secret, Path(self.home)))
+        return in_process_client(self.metadata_url, config, self.user)
+
+
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {
         "clickhouse": ClickHouseResource(url=settings.clickhouse_url, database=settings.clickhouse_database),
         "metadata": MetadataResource(url=settings.metadata_url),
         "catalog": CatalogResource(path=str(settings.catalog)),
         "storage": StorageResource(object_store=settings.object_store, article_cache=str(settings.article_cache)),
+        "registry": RegistryResource(
+            url=settings.registry.url,
+            token=settings.registry.token,
+            user=settings.registry.user,
+            metadata_url=settings.metadata_url,
+            roots=list(allowed_roots(settings.object_store, settings.registry.roots)),
+            secret=settings.registry.secret,
+            home=str(settings.home),
+        ),
         "volumes": VolumesResource(
             exports=str(settings.exports), destination_root=f"{settings.object_store.rstrip('/')}/volumes", work_dir=str(settings.home / "volumes")
         ),

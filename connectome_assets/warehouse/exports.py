@@ -175,6 +175,13 @@ def export_dataset(client: Client, database: str, store: MetadataStore, object_s
     return ExportResult(dataset, dataset_id, version, root, f"{root}/{MANIFEST}", exported)
 
 
+def load_manifest(root: str) -> dict[str, Any]:
+    """The `manifest.json` of an export folder."""
+    fs, base = filesystem_for(root)
+    with fs.open_input_stream(f"{base}/{MANIFEST}") as source:
+        return json.loads(source.read())
+
+
 @dataclass(frozen=True)
 class TableCount:
     table: str
@@ -210,8 +217,7 @@ def verify_export(client: Client, database: str, store: MetadataStore, object_st
     if fs.get_file_info(manifest_path).type != pafs.FileType.File:
         problem = f"dataset {dataset} has no export of source version {version} (no {root}/{MANIFEST}); materialize `feature_exports`"
         return ExportVerification(dataset, version, root, [], [problem])
-    with fs.open_input_stream(manifest_path) as source:
-        listed = json.loads(source.read())["tables"]
+    listed = load_manifest(root)["tables"]
     in_clickhouse = dataset_tables(client, database)
     counts, problems = [], []
     for table in [*in_clickhouse, *sorted(set(listed) - set(in_clickhouse))]:

@@ -44,7 +44,9 @@ def test_dataset_lineage_materializes_with_every_check_passing(settings: Setting
     register_dataset(settings, entry("toy", write_release(tmp_path / "release", BODIES, EDGES)))
     report = materialize_dataset(settings, "toy")
     assert report.ok, report
-    assert set(report.materialized) == {"neurons", "synapses", "graph_edges", "bottleneck_neurons", "feature_exports"}
+    assert set(report.materialized) == {"neurons", "synapses", "graph_edges", "bottleneck_neurons", "feature_exports", "registry_entries"}
+    registered = report.materialized["registry_entries"]["registered"]
+    assert registered == {"toy.neurons": 1, "toy.synapses": 1, "toy.precomputed_analysis_status": 1, "toy.precomputed_bottleneck_neurons": 1}
     synapses = report.materialized["synapses"]
     assert (synapses["rows_read"], synapses["rows_written"]) == (7, 4)
     assert (synapses["dropped_pre_missing"], synapses["dropped_post_missing"], synapses["dropped_both_missing"]) == (1, 1, 1)

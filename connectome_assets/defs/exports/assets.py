@@ -26,6 +26,8 @@ def feature_exports(
     except (ExportError, SourceNotUploadedError) as exc:
         raise failure(exc) from exc
     return dg.MaterializeResult(
+        # The export's content version is the graph source version: the registry's materialization version.
+        data_version=dg.DataVersion(result.version),
         metadata={
             "dataset_id": str(result.dataset_id),
             "version": result.version,

@@ -1,0 +1,158 @@
+"""The registry's HTTP API (FastAPI; the OpenAPI document is at `/openapi.json`, the docs at `/docs`).
+
+Routes are thin: they authenticate, call `Registry`, and turn `RegistryError`s into their status
+with `{"detail": sentence, "error": structured detail}`. A malformed body is refused before the
+registry is called, and is audited here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import sqlalchemy as sa
+from fastapi import Depends, FastAPI, Query, Request, Security
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from connectome_assets.registry.errors import Invalid, RegistryError
+from connectome_assets.registry.file_urls import ROUTE
+from connectome_assets.registry.schemas import (
+    AccessGrant,
+    AccessRequest,
+    AuditEntry,
+    Lineage,
+    Registration,
+    StatusChange,
+    TableInfo,
+    TableVersion,
+)
+from connectome_assets.registry.service import Audit, Principal, Registry
+
+_bearer = HTTPBearer(auto_error=False, description="A registry token (`connectome registry token create USER`).")
+
+
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def _action(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "name", None) or request.url.path
+
+
+def create_app(registry: Registry) -> FastAPI:
+    app = FastAPI(
+        title="connectome feature registry",
+        version="1",
+        description="A metadata catalog of feature tables and volumes in object storage, with validation, lineage, access control and temporary signed URLs.",
+    )
+
+    def principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Security(_bearer)) -> Principal:
+        header = f"{credentials.scheme} {credentials.credentials}" if credentials else request.headers.get("authorization")
+        who = registry.authenticate(header, Audit(_action(request), client=_client(request)))
+        request.state.user = who.name
+        return who
+
+    @app.exception_handler(RegistryError)
+    def registry_error(_request: Request, error: RegistryError) -> JSONResponse:
+        body = {"detail": error.message} | ({"error": jsonable_encoder(error.detail)} if error.detail is not None else {})
+        return JSONResponse(body, status_code=error.status)
+
+    @app.exception_handler(RequestValidationError)
+    def malformed(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in error.errors()]
+        refusal = Invalid("malformed request: " + "; ".join(problems[:10]), detail=error.errors())
+        # The body is parsed before the token is checked: attribute the refusal to the token's user, if any.
+        user = getattr(request.state, "user", None) or registry.token_user(request.headers.get("authorization"))
+        audit = Audit(_action(request), user, _client(request), request.path_params.get("name"))
+        registry.record_refusal(audit, refusal)
+        return JSONResponse({"detail": refusal.message, "error": jsonable_encoder(error.errors())}, status_code=422)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict:
+        with registry.store.engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+        return {"status": "ok"}
+
+    @app.post("/v1/tables", status_code=201, response_model=TableVersion, name="register")
+    def register(body: Registration, request: Request, who: Principal = Depends(principal)) -> TableVersion:
+        """Register a new version of a table: the location is checked and its schema detected from the data."""
+        return registry.register(who, body, client=_client(request))
+
+    @app.get("/v1/tables", response_model=list[TableVersion], name="search")
+    def search(
+        request: Request,
+        datastack: str | None = None,
+        tag: str | None = None,
+        status: Literal["draft", "published", "deprecated"] | None = None,
+        materialization_version: str | None = None,
+        q: str | None = Query(default=None, description="Text in the name or description."),
+        limit: int = Query(default=100, ge=1, le=1000),
+        offset: int = Query(default=0, ge=0),
+        who: Principal = Depends(principal),
+    ) -> list[TableVersion]:
+        """Table versions matching every filter, on the datastacks the caller may read."""
+        return registry.search(
+            who,
+            datastack=datastack,
+            tag=tag,
+            status=status,
+            materialization_version=materialization_version,
+            text=q,
+            limit=limit,
+            offset=offset,
+            client=_client(request),
+        )
+
+    @app.get("/v1/tables/{name}", response_model=TableInfo, name="show")
+    def show(name: str, request: Request, who: Principal = Depends(principal)) -> TableInfo:
+        """A table and all its versions, newest first, with the current published version."""
+        return registry.show(who, name, client=_client(request))
+
+    @app.get("/v1/tables/{name}/lineage", response_model=Lineage, name="lineage")
+    def lineage(
+        name: str,
+        request: Request,
+        version: int | None = Query(default=None, ge=1),
+        direction: Literal["up", "down", "both"] = "both",
+        depth: int = Query(default=8, ge=1, le=64),
+        who: Principal = Depends(principal),
+    ) -> Lineage:
+        """What the version was derived from (up) and what was derived from it (down)."""
+        return registry.lineage(who, name, version, direction, depth, client=_client(request))
+
+    @app.post("/v1/tables/{name}/status", response_model=TableVersion, name="status")
+    def status(name: str, body: StatusChange, request: Request, who: Principal = Depends(principal)) -> TableVersion:
+        """Publish a version (the previous current one is deprecated, superseded by it) or deprecate one."""
+        return registry.set_status(who, name, body, client=_client(request))
+
+    @app.post("/v1/tables/{name}/access", response_model=AccessGrant, name="access")
+    def access(name: str, request: Request, body: AccessRequest | None = None, who: Principal = Depends(principal)) -> AccessGrant:
+        """Temporary URLs, one per data file, charged to the caller's daily byte quota (429 once exceeded)."""
+        base_url = registry.config.public_url or str(request.base_url)
+        return registry.issue_access(who, name, body or AccessRequest(), base_url=base_url, client=_client(request))
+
+    @app.get("/v1/audit", response_model=list[AuditEntry], name="audit")
+    def audit(
+        user: str | None = None, action: str | None = None, limit: int = Query(default=100, ge=1, le=1000), who: Principal = Depends(principal)
+    ) -> list[AuditEntry]:
+        """The audit log, newest first: everything for admins of every datastack, else own entries and administered datastacks."""
+        return registry.audit_log(who, user=user, action=action, limit=limit)
+
+    @app.api_route(ROUTE + "/{path:path}", methods=["GET", "HEAD"], name="download", include_in_schema=False)
+    def download(request: Request, user: str = "", expires: str = "", sig: str = "") -> FileResponse:
+        # The raw (still percent-encoded) path: an encoded slash must be seen as such, not decoded away.
+        raw = request.scope["raw_path"].decode("latin-1")
+        raw = raw[raw.index(ROUTE) + len(ROUTE) :]
+        path = registry.download_path(raw, user, expires, sig, client=_client(request))
+        return FileResponse(path, media_type="application/octet-stream")
+
+    return app
+
+
+def serve(registry: Registry, host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(create_app(registry), host=host, port=port, log_level="info", access_log=False)
