@@ -222,6 +222,8 @@ def test_download_route_refuses_traversal_forgery_and_expiry(served: str, regist
     (objects / "linked").symlink_to(tmp_path)
     assert httpx.get(sign_download(served, str(objects / "linked" / "secret.txt"), "analyst", later, SECRET)).status_code == 403
     assert httpx.get(sign_download(served, str(objects / "manc" / "gone.parquet"), "analyst", later, SECRET)).status_code == 404
+    (objects / "alias.parquet").symlink_to(path)  # a symlink that stays inside the roots is fine
+    assert httpx.get(sign_download(served, str(objects / "alias.parquet"), "analyst", later, SECRET)).content == path.read_bytes()
     registry.disable_user("analyst")
     assert httpx.get(good).status_code == 403
     refused = [a for a in _audit(registry) if a[1] == "download"]
