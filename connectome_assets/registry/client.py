@@ -24,7 +24,7 @@ from connectome_assets.registry.schemas import (
 )
 from connectome_assets.registry.service import Registry
 
-_ERRORS = {cls.status: cls for cls in (errors.BadRequest, errors.Unauthorized, errors.Forbidden, errors.NotFound, errors.Conflict, errors.Invalid, errors.QuotaExceeded)}
+_ERRORS = {cls.status: cls for cls in (errors.BadRequest, errors.Unauthorized, errors.Forbidden, errors.NotFound, errors.Conflict, errors.Invalid, errors.QuotaExceeded, errors.Unavailable)}
 
 
 def _registration(fields: Registration | dict[str, Any]) -> Registration:

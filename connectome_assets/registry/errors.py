@@ -44,3 +44,9 @@ class Invalid(RegistryError):
 
 class QuotaExceeded(RegistryError):
     status = 429
+
+
+class Unavailable(RegistryError):
+    """The registry cannot do it as configured (for example, no credentials to sign gs:// URLs)."""
+
+    status = 503

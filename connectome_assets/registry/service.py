@@ -34,7 +34,7 @@ from connectome_assets.metadata.models import (
 )
 from connectome_assets.metadata.store import MetadataStore
 from connectome_assets.registry.detect import Column, Detected, detect, schema_diff
-from connectome_assets.registry.errors import Conflict, Forbidden, Invalid, NotFound, QuotaExceeded, RegistryError, Unauthorized
+from connectome_assets.registry.errors import Conflict, Forbidden, Invalid, NotFound, QuotaExceeded, RegistryError, Unauthorized, Unavailable
 from connectome_assets.registry.file_urls import sign_download, verified_download_path
 from connectome_assets.registry.locations import canonical_location, local_path, require_within_roots
 from connectome_assets.registry.schemas import (
@@ -582,7 +582,10 @@ class Registry:
 
     def _signed(self, uri: str, size: int, user: str, expires_at: dt.datetime, base_url: str | None) -> SignedFile:
         if uri.startswith("gs://"):
-            url = self.gcs_signer.sign(uri, self.config.url_ttl, now=expires_at - self.config.url_ttl).url
+            try:
+                url = self.gcs_signer.sign(uri, self.config.url_ttl, now=expires_at - self.config.url_ttl).url
+            except (OSError, RuntimeError, ValueError) as exc:  # no key or credentials: the operator's to fix
+                raise Unavailable(f"the registry cannot sign gs:// URLs: {exc}") from None
         else:
             url = sign_download(base_url or self.config.public_url or LOCAL_SERVE_URL, local_path(canonical_location(uri)), user, expires_at, self.config.secret)
         return SignedFile(url=url, expires_at=expires_at, uri=uri, bytes=size)

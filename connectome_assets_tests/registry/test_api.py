@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import http.client
 import os
@@ -17,7 +18,7 @@ import sqlalchemy as sa
 
 from connectome_assets.metadata.models import RegistryAudit, RegistryTableVersion
 from connectome_assets.registry.client import RegistryClient
-from connectome_assets.registry.errors import Forbidden, Invalid, NotFound, QuotaExceeded, Unauthorized
+from connectome_assets.registry.errors import Forbidden, Invalid, NotFound, QuotaExceeded, Unauthorized, Unavailable
 from connectome_assets.registry.file_urls import sign_download
 from connectome_assets.registry.schemas import AccessRequest
 from connectome_assets.registry.service import Registry, RegistryConfig
@@ -266,3 +267,8 @@ def test_gcs_tables_get_v4_signed_urls_polars_reads(
     assert rows.height == 6000 and rows["weight"].sum() == 2 * pc.sum(table["weight"]).as_py()
     with pytest.raises(Forbidden, match="outside the registry's allowed roots"):
         registry.register(registry.principal("steward"), _as_registration(f"gs://{gcs_bucket.name}/elsewhere/x.parquet"))
+    # A registry that cannot sign says so (503), and charges nothing.
+    unsigned = Registry(metadata_store, dataclasses.replace(config, gcs_key_file=str(tmp_path / "missing-key.json")))
+    with pytest.raises(Unavailable, match="cannot sign gs:// URLs: GCS signing key file .*missing-key.json does not exist"):
+        unsigned.issue_access(unsigned.principal("steward"), "manc.synapses", AccessRequest())
+    assert [a[1:] for a in _audit(registry) if a[1] == "access"] == [("access", "ok", 200), ("access", "refused", 503)]
