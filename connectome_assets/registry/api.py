@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Literal
 
 import sqlalchemy as sa
+from pydantic import BaseModel
 from fastapi import Depends, FastAPI, Query, Request, Security
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from connectome_assets.registry.errors import Invalid, RegistryError
@@ -40,6 +41,18 @@ def _client(request: Request) -> str | None:
 def _action(request: Request) -> str:
     route = request.scope.get("route")
     return getattr(route, "name", None) or request.url.path
+
+
+def _json(document: BaseModel | list[BaseModel], status_code: int = 200) -> Response:
+    """The registry's documents serialized once. They were built and validated by the registry; returned
+    as models, FastAPI would dump, re-validate and serialize them again (the route's `response_model`
+    still documents the shape in the OpenAPI schema).
+    """
+    if isinstance(document, list):
+        body = b"[" + b",".join(d.model_dump_json(by_alias=True).encode() for d in document) + b"]"
+    else:
+        body = document.model_dump_json(by_alias=True).encode()
+    return Response(body, status_code=status_code, media_type="application/json")
 
 
 def create_app(registry: Registry) -> FastAPI:
@@ -77,9 +90,9 @@ def create_app(registry: Registry) -> FastAPI:
         return {"status": "ok"}
 
     @app.post("/v1/tables", status_code=201, response_model=TableVersion, name="register")
-    def register(body: Registration, request: Request, who: Principal = Depends(principal)) -> TableVersion:
+    def register(body: Registration, request: Request, who: Principal = Depends(principal)) -> Response:
         """Register a new version of a table: the location is checked and its schema detected from the data."""
-        return registry.register(who, body, client=_client(request))
+        return _json(registry.register(who, body, client=_client(request)), status_code=201)
 
     @app.get("/v1/tables", response_model=list[TableVersion], name="search")
     def search(
@@ -92,9 +105,9 @@ def create_app(registry: Registry) -> FastAPI:
         limit: int = Query(default=100, ge=1, le=1000),
         offset: int = Query(default=0, ge=0),
         who: Principal = Depends(principal),
-    ) -> list[TableVersion]:
+    ) -> Response:
         """Table versions matching every filter, on the datastacks the caller may read."""
-        return registry.search(
+        found = registry.search(
             who,
             datastack=datastack,
             tag=tag,
@@ -105,11 +118,12 @@ def create_app(registry: Registry) -> FastAPI:
             offset=offset,
             client=_client(request),
         )
+        return _json(found)
 
     @app.get("/v1/tables/{name}", response_model=TableInfo, name="show")
-    def show(name: str, request: Request, who: Principal = Depends(principal)) -> TableInfo:
+    def show(name: str, request: Request, who: Principal = Depends(principal)) -> Response:
         """A table and all its versions, newest first, with the current published version."""
-        return registry.show(who, name, client=_client(request))
+        return _json(registry.show(who, name, client=_client(request)))
 
     @app.get("/v1/tables/{name}/lineage", response_model=Lineage, name="lineage")
     def lineage(
@@ -119,27 +133,27 @@ def create_app(registry: Registry) -> FastAPI:
         direction: Literal["up", "down", "both"] = "both",
         depth: int = Query(default=8, ge=1, le=64),
         who: Principal = Depends(principal),
-    ) -> Lineage:
+    ) -> Response:
         """What the version was derived from (up) and what was derived from it (down)."""
-        return registry.lineage(who, name, version, direction, depth, client=_client(request))
+        return _json(registry.lineage(who, name, version, direction, depth, client=_client(request)))
 
     @app.post("/v1/tables/{name}/status", response_model=TableVersion, name="status")
-    def status(name: str, body: StatusChange, request: Request, who: Principal = Depends(principal)) -> TableVersion:
+    def status(name: str, body: StatusChange, request: Request, who: Principal = Depends(principal)) -> Response:
         """Publish a version (the previous current one is deprecated, superseded by it) or deprecate one."""
-        return registry.set_status(who, name, body, client=_client(request))
+        return _json(registry.set_status(who, name, body, client=_client(request)))
 
     @app.post("/v1/tables/{name}/access", response_model=AccessGrant, name="access")
-    def access(name: str, request: Request, body: AccessRequest | None = None, who: Principal = Depends(principal)) -> AccessGrant:
+    def access(name: str, request: Request, body: AccessRequest | None = None, who: Principal = Depends(principal)) -> Response:
         """Temporary URLs, one per data file, charged to the caller's daily byte quota (429 once exceeded)."""
         base_url = registry.config.public_url or str(request.base_url)
-        return registry.issue_access(who, name, body or AccessRequest(), base_url=base_url, client=_client(request))
+        return _json(registry.issue_access(who, name, body or AccessRequest(), base_url=base_url, client=_client(request)))
 
     @app.get("/v1/audit", response_model=list[AuditEntry], name="audit")
     def audit(
         user: str | None = None, action: str | None = None, limit: int = Query(default=100, ge=1, le=1000), who: Principal = Depends(principal)
-    ) -> list[AuditEntry]:
+    ) -> Response:
         """The audit log, newest first: everything for admins of every datastack, else own entries and administered datastacks."""
-        return registry.audit_log(who, user=user, action=action, limit=limit)
+        return _json(registry.audit_log(who, user=user, action=action, limit=limit))
 
     @app.api_route(ROUTE + "/{path:path}", methods=["GET", "HEAD"], name="download", include_in_schema=False)
     def download(request: Request, user: str = "", expires: str = "", sig: str = "") -> FileResponse:

@@ -632,7 +632,7 @@ class Registry:
         for version_id, tag in session.execute(sa.select(RegistryTag.version_id, RegistryTag.tag).where(RegistryTag.version_id.in_(ids))):
             tags.setdefault(version_id, []).append(tag)
         parents: dict[int, list[str]] = {}
-        parent_rows = sa.orm.aliased(RegistryTableVersion)
+        parent_rows = _PARENT_VERSION
         links = session.execute(
             sa.select(RegistryLineage.child_id, RegistryLineage.parent_uri, parent_rows.name, parent_rows.version)
             .outerjoin(parent_rows, parent_rows.id == RegistryLineage.parent_id)
@@ -674,6 +674,10 @@ class Registry:
             )
             for r in rows
         ]
+
+
+# Built once: an alias builds its column proxies, which costs more than the query that uses it.
+_PARENT_VERSION = sa.orm.aliased(RegistryTableVersion)
 
 
 def _ref(row: RegistryTableVersion) -> str:
