@@ -141,6 +141,7 @@ class RegistryTableVersion(Base):
     bytes: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
     row_count: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
     files: Mapped[list] = mapped_column(sa.JSON, nullable=False)  # [{uri, bytes, rows}]
+    file_count: Mapped[int] = mapped_column(sa.Integer, nullable=False)  # so listings need not load `files`
     registered_by: Mapped[str] = mapped_column(sa.String(128), nullable=False)
     registered_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False)
     status_changed_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False)

@@ -129,7 +129,8 @@ class TableVersion(_Document):
     hash_function: str | None
     bytes: int
     row_count: int | None
-    files: list[DataFileOut]
+    file_count: int
+    files: list[DataFileOut] | None = Field(description="Every data file (show, register, status); null in search results, which stay small for volumes of many shards.")
     registered_by: str
     registered_at: dt.datetime
     status_changed_at: dt.datetime

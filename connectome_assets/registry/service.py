@@ -338,6 +338,7 @@ class Registry:
                     bytes=found.bytes,
                     row_count=found.rows,
                     files=[{"uri": f.uri, "bytes": f.bytes, "rows": f.rows} for f in found.files],
+                    file_count=len(found.files),
                     registered_by=who.name,
                     registered_at=now,
                     status_changed_at=now,
@@ -435,7 +436,8 @@ class Registry:
     ) -> list[TableVersion]:
         """Versions matching every given filter that the caller may read, by name then newest first."""
         with self.refusals_audited(Audit("search", who.name, client, datastack=datastack)):
-            query = sa.select(RegistryTableVersion)
+            # Plain rows without the file lists: a listing needs neither ORM objects nor thousands of shard names.
+            query = sa.select(*LISTED_COLUMNS)
             readable = who.readable()
             if datastack is not None:
                 who.require(datastack, "read", "search it")
@@ -455,8 +457,8 @@ class Registry:
                 )
             query = query.order_by(RegistryTableVersion.name, RegistryTableVersion.version.desc())
             with self._session() as session:
-                rows = session.scalars(query.limit(min(max(limit, 1), MAX_SEARCH_RESULTS)).offset(max(offset, 0))).all()
-                return self._documents(session, rows)
+                rows = session.execute(query.limit(min(max(limit, 1), MAX_SEARCH_RESULTS)).offset(max(offset, 0))).all()
+                return self._documents(session, rows, with_files=False)
 
     def show(self, who: Principal, name: str, client: str | None = None) -> TableInfo:
         with self.refusals_audited(Audit("show", who.name, client, name)) as audit:
@@ -626,7 +628,7 @@ class Registry:
             return path
 
     # documents ----------------------------------------------------------------------------
-    def _documents(self, session: Session, rows: list[RegistryTableVersion]) -> list[TableVersion]:
+    def _documents(self, session: Session, rows: list[RegistryTableVersion], with_files: bool = True) -> list[TableVersion]:
         ids = [r.id for r in rows]
         tags: dict[int, list[str]] = {}
         for version_id, tag in session.execute(sa.select(RegistryTag.version_id, RegistryTag.tag).where(RegistryTag.version_id.in_(ids))):
@@ -667,7 +669,8 @@ class Registry:
                 partition_columns=r.partition_columns,
                 bytes=r.bytes,
                 row_count=r.row_count,
-                files=r.files,
+                file_count=r.file_count,
+                files=r.files if with_files else None,
                 registered_by=r.registered_by,
                 registered_at=_utc(r.registered_at),
                 status_changed_at=_utc(r.status_changed_at),
@@ -676,6 +679,7 @@ class Registry:
         ]
 
 
+LISTED_COLUMNS = [c for c in RegistryTableVersion.__table__.c if c.name != "files"]
 # Built once: an alias builds its column proxies, which costs more than the query that uses it.
 _PARENT_VERSION = sa.orm.aliased(RegistryTableVersion)
 

@@ -203,6 +203,9 @@ def test_search_filters(registry: Registry, objects: Path) -> None:
     assert names(text="100%") == ["manc.soma@1"]
     assert names(text="_1") == []  # '_' is matched literally, not as a wildcard
     assert names(limit=2, offset=1) == ["manc.soma@1", "manc.synapses@2"]
+    # Search results stay small: file lists (thousands of shards for a volume) only come with `show`.
+    assert {(v.files, v.file_count) for v in registry.search(admin)} == {(None, 1)}
+    assert [len(v.files) for v in registry.show(admin, "manc.soma").versions] == [1]
 
 
 def test_lineage_up_and_down(registry: Registry, objects: Path) -> None:

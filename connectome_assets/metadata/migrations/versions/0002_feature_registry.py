@@ -87,6 +87,7 @@ def upgrade() -> None:
         sa.Column("bytes", sa.BigInteger(), nullable=False),
         sa.Column("row_count", sa.BigInteger(), nullable=True),
         sa.Column("files", sa.JSON(), nullable=False),
+        sa.Column("file_count", sa.Integer(), nullable=False),
         sa.Column("registered_by", sa.String(128), nullable=False),
         sa.Column("registered_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("status_changed_at", sa.DateTime(timezone=True), nullable=False),
