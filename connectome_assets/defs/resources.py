@@ -12,7 +12,7 @@ from pydantic import Field
 from connectome_assets.connectome.catalog import DatasetEntry, entry_digest, list_dataset_names, load_entry
 from connectome_assets.metadata.store import MetadataStore
 from connectome_assets.registry.client import LocalRegistryClient, RegistryClient
-from connectome_assets.registry.config import allowed_roots, in_process_client, resolve_secret
+from connectome_assets.registry.config import allowed_roots, in_process_client
 from connectome_assets.registry.service import RegistryConfig
 from connectome_assets.settings import Settings
 from connectome_assets.warehouse.client import connect
@@ -81,23 +81,21 @@ class VolumesResource(dg.ConfigurableResource):
 
 
 class RegistryResource(dg.ConfigurableResource):
-    """The feature registry: an HTTP registry (`url` + `token`), or, when `url` is empty, the registry
-    code in-process on the metadata database acting as `user`.
+    """The feature registry, for registering: an HTTP registry (`url` + `token`), or, when `url` is empty,
+    the registry code in-process on the metadata database acting as `user`. The in-process registry
+    gets no download key: Dagster registers, it never hands out access.
     """
 
     url: str = Field(default="", description="Registry base URL; empty: in-process on the metadata database.")
-    token: str = Field(default="", description="Bearer token with write on the datastacks registered into.")
+    token: str = Field(default="", description="Bearer token with write on the datastacks registered into (from CONNECTOME_REGISTRY_TOKEN).")
     user: str = Field(default="platform", description="The acting user of the in-process registry.")
     metadata_url: str = Field(description="Metadata database of the in-process registry.")
     roots: list[str] = Field(description="Allowed location roots of the in-process registry.")
-    secret: str = Field(default="", description="HMAC key of download URLs; empty: the one kept under `home`.")
-    home: str = Field(description="CONNECTOME_HOME (where the generated download key is kept).")
 
     def get_client(self) -> RegistryClient | LocalRegistryClient:
         if self.url:
             return RegistryClient(self.url, self.token)
-        config = RegistryConfig(roots=tuple(self.roots), secret=resolve_secret(self.secret, Path(self.home)))
-        return in_process_client(self.metadata_url, config, self.user)
+        return in_process_client(self.metadata_url, RegistryConfig(roots=tuple(self.roots), secret=b""), self.user)
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
@@ -108,12 +106,11 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "storage": StorageResource(object_store=settings.object_store, article_cache=str(settings.article_cache)),
         "registry": RegistryResource(
             url=settings.registry.url,
-            token=settings.registry.token,
+            # A secret: read from the environment at run time, never shown as resource config in the UI.
+            token=dg.EnvVar("CONNECTOME_REGISTRY_TOKEN") if settings.registry.token else "",
             user=settings.registry.user,
             metadata_url=settings.metadata_url,
             roots=list(allowed_roots(settings.object_store, settings.registry.roots)),
-            secret=settings.registry.secret,
-            home=str(settings.home),
         ),
         "volumes": VolumesResource(
             exports=str(settings.exports), destination_root=f"{settings.object_store.rstrip('/')}/volumes", work_dir=str(settings.home / "volumes")

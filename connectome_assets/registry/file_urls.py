@@ -17,7 +17,7 @@ import os
 import re
 from urllib.parse import quote, unquote
 
-from connectome_assets.registry.errors import BadRequest, Forbidden, NotFound
+from connectome_assets.registry.errors import BadRequest, Forbidden, NotFound, Unavailable
 from connectome_assets.registry.locations import within_roots
 
 ROUTE = "/v1/files"
@@ -30,6 +30,8 @@ def _signature(secret: bytes, path: str, user: str, expires: int) -> str:
 
 def sign_download(base_url: str, path: str, user: str, expires_at: dt.datetime, secret: bytes) -> str:
     """The download URL of the local file at absolute `path` for `user`, valid until `expires_at`."""
+    if not secret:
+        raise Unavailable("the registry has no download key to sign file:// URLs with (CONNECTOME_REGISTRY_SECRET)")
     expires = int(expires_at.timestamp())
     query = f"user={quote(user, safe='')}&expires={expires}&sig={_signature(secret, path, user, expires)}"
     return f"{base_url.rstrip('/')}{ROUTE}{quote(path)}?{query}"
@@ -42,6 +44,8 @@ def verified_download_path(
 
     `raw_path` is the request path after the route, still percent-encoded (as it came off the wire).
     """
+    if not secret:
+        raise Unavailable("the registry has no download key to check download URLs with (CONNECTOME_REGISTRY_SECRET)")
     if _ENCODED_SEPARATOR.search(raw_path):
         raise BadRequest("download path contains an encoded slash, backslash or NUL")
     path = unquote(raw_path)

@@ -319,14 +319,18 @@ class Registry:
             partition_columns = _partition_columns(request, found, location)
             now = _now()
             with self._session() as session, session.begin():
-                previous = session.scalars(sa.select(RegistryTableVersion).where(RegistryTableVersion.name == request.name)).all()
-                if previous and previous[0].datastack != request.datastack:
-                    raise Conflict(f"table {request.name} belongs to datastack {previous[0].datastack}, not {request.datastack}")
+                latest, datastack = session.execute(
+                    sa.select(sa.func.max(RegistryTableVersion.version), sa.func.min(RegistryTableVersion.datastack)).where(
+                        RegistryTableVersion.name == request.name
+                    )
+                ).one()
+                if datastack is not None and datastack != request.datastack:
+                    raise Conflict(f"table {request.name} belongs to datastack {datastack}, not {request.datastack}")
                 parents = [self._resolve_parent(session, who, ref) for ref in dict.fromkeys(request.derived_from)]
                 row = RegistryTableVersion(
                     **{field: getattr(request, field) for field in AS_GIVEN},
                     name=request.name,
-                    version=max((p.version for p in previous), default=0) + 1,
+                    version=(latest or 0) + 1,
                     location=location,
                     columns=columns,
                     volume=found.volume,

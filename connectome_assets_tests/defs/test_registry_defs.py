@@ -5,11 +5,14 @@ version (superseding the previous one) on every re-materialization.
 
 from __future__ import annotations
 
+import dataclasses
+
 import dagster as dg
 import pytest
 
 from connectome_assets.cli import run_partition_selection
 from connectome_assets.connectome.catalog import DatasetEntry, write_entry
+from connectome_assets.defs.resources import build_resources
 from connectome_assets.defs.volumes.jobs import VOLUME_EXPORT_SELECTION
 from connectome_assets.metadata.store import MetadataStore
 from connectome_assets.registry.config import registry_client
@@ -74,3 +77,13 @@ def test_a_volume_is_registered_after_every_scale_passed(settings: Settings) -> 
     assert volume.volume["data_type"] == "uint64" and len(volume.volume["scales"]) == 3
     assert volume.derived_from == [f"file://{settings.exports / 'demo-export'}"]
     assert volume.bytes == sum(f.bytes for f in volume.files) > 0
+
+
+@pytest.mark.parametrize("metadata_url", ["sqlite"], indirect=True)
+def test_the_registry_token_is_read_from_the_environment_at_run_time(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    remote = dataclasses.replace(settings, registry=dataclasses.replace(settings.registry, url="http://registry:8765", token="cr_secret"))
+    resource = build_resources(remote)["registry"]
+    assert resource.token == dg.EnvVar("CONNECTOME_REGISTRY_TOKEN")  # not the token itself: resource config shows in the UI
+    monkeypatch.setenv("CONNECTOME_REGISTRY_TOKEN", "cr_secret")
+    with dg.build_resources({"registry": resource}) as built, built.registry.get_client() as client:
+        assert client._http.headers["Authorization"] == "Bearer cr_secret"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from connectome_assets.metadata.models import RegistryAudit, RegistryTableVersion, RegistryToken, RegistryUsage
-from connectome_assets.registry.errors import Conflict, Forbidden, Invalid, NotFound, QuotaExceeded, Unauthorized
+from connectome_assets.registry.errors import Conflict, Forbidden, Invalid, NotFound, QuotaExceeded, Unauthorized, Unavailable
 from connectome_assets.registry.schemas import AccessRequest, Registration, StatusChange
 from connectome_assets.registry.service import Audit, Registry
 
@@ -294,3 +295,16 @@ def test_audit_log_visibility(registry: Registry, objects: Path) -> None:
     assert [(e.user, e.action) for e in registry.audit_log(registry.principal("alice"))] == [("alice", "access")]
     assert {e.action for e in registry.audit_log(registry.principal("steward"))} == {"access", "register"}
     assert [e.user for e in registry.audit_log(admin, action="access")] == ["alice"]
+
+
+def test_a_registry_without_a_download_key_registers_but_never_signs(registry: Registry, objects: Path) -> None:
+    """Dagster's in-process registry has no download key: it registers, and refuses to hand out file URLs."""
+    keyless = Registry(registry.store, dataclasses.replace(registry.config, secret=b""))
+    admin = _admin(keyless)
+    keyless.register(admin, _registration("manc.t", write_parquet(objects / "t.parquet", synapse_table(5)), status="published"))
+    with pytest.raises(Unavailable, match="no download key to sign file:// URLs"):
+        keyless.issue_access(admin, "manc.t", AccessRequest())
+    with pytest.raises(Unavailable, match="no download key to check download URLs"):
+        keyless.download_path(str(objects / "t.parquet"), "admin", "9999999999", "0" * 64)
+    with registry.store._session() as session:
+        assert session.scalars(sa.select(RegistryUsage)).all() == []
