@@ -537,6 +537,7 @@ def main() -> int:
     parser.add_argument("--tables", type=int, default=200)
     parser.add_argument("--users", type=int, default=100, help="simulated users, one token each")
     parser.add_argument("--seed", type=int, default=20261121)
+    parser.add_argument("--workers", type=int, default=1, help="registry server processes (`connectome registry serve --workers`)")
     parser.add_argument("--shared-pool", action="store_true", help="all clients on one httpx pool (slower load generator; see _load)")
     database = parser.add_mutually_exclusive_group()
     database.add_argument("--metadata-url", help="an existing (scratch) metadata database instead of SQLite under the temp home")
@@ -602,11 +603,11 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack, run_async: Callab
         f"{', '.join(DATASTACKS)}; {len(prepared.tokens)} users with one token each (read on all three), client i as user i mod "
         f"{len(prepared.tokens)}; set-up {prepared.seconds:.1f} s"
     )
-    print(f"servers: uvicorn {uvicorn.__version__}, FastAPI {fastapi.__version__}, one process each, Python {sys.version.split()[0]}")
+    print(f"servers: uvicorn {uvicorn.__version__}, FastAPI {fastapi.__version__}; registry {args.workers} worker process(es), peer one; Python {sys.version.split()[0]}")
 
     results: list[ScenarioResult] = []
     port, registry_log = free_port(), workdir / "registry.log"
-    registry_args = [str(VENV_BIN / "connectome"), "registry", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    registry_args = [str(VENV_BIN / "connectome"), "registry", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers)]
     with server_process(registry_args, env, registry_log, port) as server:
         base_url = f"http://127.0.0.1:{port}"
         # The peer serves the bytes of a real limit-50 search response.

@@ -166,7 +166,23 @@ def create_app(registry: Registry) -> FastAPI:
     return app
 
 
-def serve(registry: Registry, host: str, port: int) -> None:
+def app_from_environment() -> FastAPI:
+    """The app of one server worker process (`uvicorn --factory`): its registry from the environment.
+
+    The schema is migrated once by the process that starts the workers, never by each worker.
+    """
+    from connectome_assets.metadata.store import MetadataStore
+    from connectome_assets.registry.config import registry_config
+    from connectome_assets.settings import load_settings
+
+    settings = load_settings()
+    return create_app(Registry(MetadataStore(settings.metadata_url), registry_config(settings)))
+
+
+def serve(host: str, port: int, workers: int = 1) -> None:
+    """Serve the API with `workers` processes (each request runs on one core: more processes, more cores)."""
     import uvicorn
 
-    uvicorn.run(create_app(registry), host=host, port=port, log_level="info", access_log=False)
+    uvicorn.run(
+        f"{__name__}:app_from_environment", factory=True, host=host, port=port, workers=workers, log_level="info", access_log=False
+    )

@@ -26,6 +26,7 @@ def add_registry_parser(commands: argparse._SubParsersAction) -> None:
     serve = registry.add_parser("serve", help="run the registry's HTTP API")
     serve.add_argument("--host", default=LOCAL_HOST)
     serve.add_argument("--port", type=int, default=LOCAL_PORT)
+    serve.add_argument("--workers", type=int, default=1, help="server processes (the registry is CPU-bound per process)")
     register = registry.add_parser("register", help="register a new version of a table")
     register.add_argument("name")
     register.add_argument("location", help="file:///abs/path, an absolute path, or gs://bucket/prefix")
@@ -118,8 +119,9 @@ def run_registry_command(settings: Settings, args: argparse.Namespace) -> int:
         if args.action == "serve":
             from connectome_assets.registry.api import serve
 
-            print(f"feature registry on http://{args.host}:{args.port} (OpenAPI at /docs)", flush=True)
-            serve(local_registry(settings.metadata_url, registry_config(settings)), args.host, args.port)
+            local_registry(settings.metadata_url, registry_config(settings)).store.dispose()  # migrated once, here
+            print(f"feature registry on http://{args.host}:{args.port}, {args.workers} worker(s) (OpenAPI at /docs)", flush=True)
+            serve(args.host, args.port, args.workers)
             return 0
         if args.action == "token":
             expires = dt.timedelta(days=args.expires_in_days) if args.expires_in_days else None

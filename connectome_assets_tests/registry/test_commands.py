@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+import httpx
 
 import pytest
 
@@ -11,6 +18,8 @@ from connectome_assets.cli import main
 from connectome_assets.registry.service import Audit, Registry
 
 from .conftest import synapse_table, write_parquet
+
+CONNECTOME = str(Path(sys.executable).parent / "connectome")
 
 
 def _json(capsys: pytest.CaptureFixture[str]) -> dict:
@@ -74,3 +83,32 @@ def test_token_create_then_use_over_http(
     assert main(["registry", "register", "fw.t", str(path), "--format", "parquet", "--datastack", "flywire"]) == 2
     assert "answered 403: user alice needs write on datastack flywire" in capsys.readouterr().err
 
+
+
+def test_registry_serve_starts_worker_processes(tmp_path: Path) -> None:
+    """`connectome registry serve --workers 2`: the real entry point, migrated once, answering on 127.0.0.1."""
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECTOME_")} | {"CONNECTOME_HOME": str(home)}
+    token = subprocess.run(
+        [CONNECTOME, "registry", "token", "create", "alice", "--grant", "manc:read"], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([CONNECTOME, "registry", "serve", "--port", str(port), "--workers", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "the registry did not start"
+            time.sleep(0.2)
+        answers = {httpx.get(f"http://127.0.0.1:{port}/v1/tables", headers={"Authorization": f"Bearer {token}"}).status_code for _ in range(8)}
+        assert answers == {200}
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/tables").status_code == 401
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
