@@ -310,11 +310,13 @@ def _tree(pid: int) -> list[psutil.Process]:
 
 
 def tree_cpu_seconds(pid: int | None) -> float:
+    """CPU seconds of a process tree so far, including children that already exited and were reaped
+    (PostgreSQL backends come and go as the server's pool opens and closes connections)."""
     total = 0.0
     for process in _tree(pid) if pid else []:
         with contextlib.suppress(psutil.NoSuchProcess):
             times = process.cpu_times()
-            total += times.user + times.system
+            total += times.user + times.system + times.children_user + times.children_system
     return total
 
 
