@@ -43,8 +43,6 @@ class DatasetTableState(Base):
 # Versions of a table name are rows of `registry_table_versions`; lineage, tags, grants, tokens,
 # daily usage and the audit log are their own tables. Free-form lists (columns, files,
 # annotation references) are JSON; everything searched on is a column or its own table.
-REGISTRY_STATUSES = ("draft", "published", "deprecated")
-ACCESS_LEVELS = ("read", "write", "admin")
 
 
 class RegistryUser(Base):

@@ -28,6 +28,7 @@ from connectome_assets.registry.schemas import (
     StatusChange,
     TableInfo,
     TableVersion,
+    validation_problems,
 )
 from connectome_assets.registry.service import Audit, Principal, Registry
 
@@ -75,8 +76,7 @@ def create_app(registry: Registry) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     def malformed(request: Request, error: RequestValidationError) -> JSONResponse:
-        problems = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in error.errors()]
-        refusal = Invalid("malformed request: " + "; ".join(problems[:10]), detail=error.errors())
+        refusal = Invalid(f"malformed request: {validation_problems(error.errors())}", detail=error.errors())
         # The body is parsed before the token is checked: attribute the refusal to the token's user, if any.
         user = getattr(request.state, "user", None) or registry.token_user(request.headers.get("authorization"))
         audit = Audit(_action(request), user, _client(request), request.path_params.get("name"))

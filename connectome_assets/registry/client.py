@@ -21,6 +21,7 @@ from connectome_assets.registry.schemas import (
     StatusChange,
     TableInfo,
     TableVersion,
+    validation_problems,
 )
 from connectome_assets.registry.service import Registry
 
@@ -33,8 +34,7 @@ def _registration(fields: Registration | dict[str, Any]) -> Registration:
     try:
         return Registration.model_validate(fields)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:10])
-        raise errors.Invalid(f"registration of {fields.get('name')!r} is malformed: {problems}") from None
+        raise errors.Invalid(f"registration of {fields.get('name')!r} is malformed: {validation_problems(exc.errors())}") from None
 
 
 class RegistryClient:

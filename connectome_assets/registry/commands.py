@@ -12,13 +12,18 @@ import datetime as dt
 import json
 import sys
 from pathlib import Path
+from typing import get_args
 
 import yaml
 
+# Light imports only: every `connectome` command builds this parser (the service, with pyarrow's
+# dataset module and SQLAlchemy, is imported when a registry command runs).
 from connectome_assets.registry.errors import RegistryError
-from connectome_assets.registry.schemas import TableVersion
-from connectome_assets.registry.service import LEVELS, LOCAL_HOST, LOCAL_PORT
+from connectome_assets.registry.file_urls import LOCAL_HOST, LOCAL_PORT
+from connectome_assets.registry.schemas import Level, TableVersion
 from connectome_assets.settings import Settings
+
+LEVELS = get_args(Level)
 
 
 def add_registry_parser(commands: argparse._SubParsersAction) -> None:

@@ -21,6 +21,8 @@ from connectome_assets.registry.errors import BadRequest, Forbidden, NotFound, U
 from connectome_assets.registry.locations import within_roots
 
 ROUTE = "/v1/files"
+LOCAL_HOST, LOCAL_PORT = "127.0.0.1", 8765  # `connectome registry serve`'s default address
+LOCAL_SERVE_URL = f"http://{LOCAL_HOST}:{LOCAL_PORT}"  # where URLs issued in-process point, with no public URL set
 _ENCODED_SEPARATOR = re.compile(r"%(2f|5c|00)", re.IGNORECASE)
 
 

@@ -19,6 +19,11 @@ Status = Literal["draft", "published", "deprecated"]
 Level = Literal["read", "write", "admin"]
 
 
+def validation_problems(errors: list[dict]) -> str:
+    """Pydantic's validation errors as one line: `field.sub: message; …` (the first ten)."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in errors[:10])
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import get_args
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -35,9 +36,10 @@ from connectome_assets.metadata.models import (
 from connectome_assets.metadata.store import MetadataStore
 from connectome_assets.registry.detect import Column, Detected, detect, schema_diff
 from connectome_assets.registry.errors import Conflict, Forbidden, Invalid, NotFound, QuotaExceeded, RegistryError, Unauthorized, Unavailable
-from connectome_assets.registry.file_urls import sign_download, verified_download_path
+from connectome_assets.registry.file_urls import LOCAL_SERVE_URL, sign_download, verified_download_path
 from connectome_assets.registry.locations import canonical_location, local_path, require_within_roots
 from connectome_assets.registry.schemas import (
+    Level,
     AccessGrant,
     AccessRequest,
     AuditEntry,
@@ -52,7 +54,7 @@ from connectome_assets.registry.schemas import (
     TableVersion,
 )
 
-LEVELS = {"read": 1, "write": 2, "admin": 3}
+LEVELS = {level: rank for rank, level in enumerate(get_args(Level), start=1)}  # read < write < admin
 ALL_DATASTACKS = "*"
 TOKEN_PREFIX = "cr_"
 MAX_SEARCH_RESULTS = 1000
@@ -62,8 +64,6 @@ AS_GIVEN = (
     "description", "format", "datastack", "aligned_volume", "materialization_version", "owner_team", "owner_person",
     "invalidation_radius_nm", "license", "usage_constraints", "retention_days", "citation", "produced_by", "hash_function", *TIMES,
 )  # fmt: skip
-LOCAL_HOST, LOCAL_PORT = "127.0.0.1", 8765  # `connectome registry serve`'s default address
-LOCAL_SERVE_URL = f"http://{LOCAL_HOST}:{LOCAL_PORT}"
 
 
 def _now() -> dt.datetime:
@@ -73,6 +73,12 @@ def _now() -> dt.datetime:
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
     # SQLite returns naive datetimes; everything stored is UTC.
     return value if value is None or value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def _bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, or None when there is none."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
 
 
 def hash_token(token: str) -> str:
@@ -252,14 +258,14 @@ class Registry:
     def authenticate(self, authorization: str | None, audit: Audit) -> Principal:
         """The principal behind an `Authorization: Bearer …` header; refusals are audited."""
         with self.refusals_audited(audit):
-            scheme, _, token = (authorization or "").partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
+            token = _bearer_token(authorization)
+            if token is None:
                 raise Unauthorized("missing bearer token (send `Authorization: Bearer <token>`)")
             with self._session() as session:
                 found = session.execute(
                     sa.select(RegistryToken, RegistryUser)
                     .join(RegistryUser, RegistryUser.id == RegistryToken.user_id)
-                    .where(RegistryToken.token_hash == hash_token(token.strip()))
+                    .where(RegistryToken.token_hash == hash_token(token))
                 ).first()
                 if found is None:
                     raise Unauthorized("unknown token")
@@ -275,14 +281,14 @@ class Registry:
 
     def token_user(self, authorization: str | None) -> str | None:
         """The user a bearer header names, without judging it (to attribute a refusal made before authentication)."""
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = _bearer_token(authorization)
+        if token is None:
             return None
         with self._session() as session:
             return session.scalar(
                 sa.select(RegistryUser.name)
                 .join(RegistryToken, RegistryToken.user_id == RegistryUser.id)
-                .where(RegistryToken.token_hash == hash_token(token.strip()))
+                .where(RegistryToken.token_hash == hash_token(token))
             )
 
     def principal(self, user: str) -> Principal:
