@@ -3,6 +3,7 @@
 import dagster as dg
 
 # Stage modules, not their Definitions objects: one Definitions at module scope (`defs`).
+from connectome_assets.defs.automation import automation_sensor
 from connectome_assets.defs.connectome import definitions as connectome_stage
 from connectome_assets.defs.exports import definitions as exports_stage
 from connectome_assets.defs.graph import definitions as graph_stage
@@ -22,7 +23,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         maintenance_stage.maintenance_defs,
         volumes_stage.volumes_defs,
         registry_stage.registry_defs,
-        dg.Definitions(resources=resources),
+        dg.Definitions(sensors=[automation_sensor], resources=resources),
     )
 
 

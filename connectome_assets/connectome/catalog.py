@@ -101,6 +101,12 @@ def entry_digest(catalog: Path, name: str) -> str:
     return hashlib.sha256(entry_path(catalog, name).read_bytes()).hexdigest()[:16]
 
 
+def sources_version(catalog: Path, name: str) -> str:
+    """The data version of a dataset's sources: its entry (options included) and the fingerprint of
+    the files it names. Changes when either does; an entry that does not resolve raises SourceError."""
+    return f"{load_entry(catalog, name).source_model().fingerprint()}-{entry_digest(catalog, name)}"
+
+
 def write_entry(catalog: Path, entry: DatasetEntry) -> Path:
     """Write an entry atomically (rename), after checking it parses and its model accepts it."""
     path = entry_path(catalog, entry.name)

@@ -9,7 +9,7 @@ import dagster as dg
 from clickhouse_connect.driver.client import Client
 from pydantic import Field
 
-from connectome_assets.connectome.catalog import DatasetEntry, entry_digest, list_dataset_names, load_entry
+from connectome_assets.connectome.catalog import DatasetEntry, entry_digest, list_dataset_names, load_entry, sources_version
 from connectome_assets.metadata.store import MetadataStore
 from connectome_assets.registry.client import LocalRegistryClient, RegistryClient
 from connectome_assets.registry.config import allowed_roots, in_process_client
@@ -57,6 +57,9 @@ class CatalogResource(dg.ConfigurableResource):
 
     def digest(self, name: str) -> str:
         return entry_digest(Path(self.path), name)
+
+    def sources_version(self, name: str) -> str:
+        return sources_version(Path(self.path), name)
 
 
 class StorageResource(dg.ConfigurableResource):

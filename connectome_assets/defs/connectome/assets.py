@@ -5,6 +5,7 @@ import dagster as dg
 
 from connectome_assets.connectome.errors import SourceError
 from connectome_assets.connectome.ingest import NeuronsNotUploadedError, import_neurons, import_synapses
+from connectome_assets.defs.automation import BEHIND_VERIFIED_UPSTREAM, OBSERVE_ON_CRON
 from connectome_assets.defs.connectome.partitions import datasets_partitions
 from connectome_assets.defs.resources import CatalogResource, ClickHouseResource, MetadataResource
 from connectome_assets.warehouse.graph_edges import edge_summary
@@ -14,10 +15,21 @@ _ACTIONABLE = (SourceError, NeuronsNotUploadedError, UploadVerificationError)
 
 
 def dataset_asset(
-    *upstream: dg.AssetsDefinition | dg.SourceAsset | dg.AssetKey, group_name: str = "connectome", kinds: frozenset[str] = frozenset({"clickhouse"})
+    *upstream: dg.AssetsDefinition | dg.SourceAsset | dg.AssetKey,
+    group_name: str = "connectome",
+    kinds: frozenset[str] = frozenset({"clickhouse"}),
+    automation_condition: dg.AutomationCondition | None = BEHIND_VERIFIED_UPSTREAM,
 ):
-    """An asset of one dataset partition that reads or writes ClickHouse (one step at a time per pool)."""
-    return dg.asset(partitions_def=datasets_partitions, deps=list(upstream), pool="clickhouse", group_name=group_name, kinds=set(kinds))
+    """An asset of one dataset partition that reads or writes ClickHouse (one step at a time per pool),
+    materialized by automation behind its upstream's blocking checks unless told otherwise."""
+    return dg.asset(
+        partitions_def=datasets_partitions,
+        deps=list(upstream),
+        pool="clickhouse",
+        group_name=group_name,
+        kinds=set(kinds),
+        automation_condition=automation_condition,
+    )
 
 
 def failure(exc: Exception) -> dg.Failure:
@@ -28,13 +40,15 @@ def failure(exc: Exception) -> dg.Failure:
 @dg.observable_source_asset(
     partitions_def=datasets_partitions,
     group_name="connectome",
-    description="A dataset's source files as its catalog entry names them; the data version is their fingerprint (size and modification time).",
+    automation_condition=OBSERVE_ON_CRON,
+    description="A dataset's source files as its catalog entry names them; the data version is the entry's digest and the files'"
+    " fingerprint (size and modification time). Observed on a schedule (defs/automation.py) and by the catalog sensor.",
 )
 def dataset_sources(context: dg.OpExecutionContext, catalog: CatalogResource) -> dg.DataVersionsByPartition:
     versions: dict[str, str] = {}
     for name in context.instance.get_dynamic_partitions(datasets_partitions.name):
         try:
-            versions[name] = catalog.entry(name).source_model().fingerprint()
+            versions[name] = catalog.sources_version(name)
         except SourceError as exc:
             context.log.warning(str(exc))
     return dg.DataVersionsByPartition(versions)

@@ -3,6 +3,7 @@
 
 import dagster as dg
 
+from connectome_assets.defs.automation import WITH_ITS_ASSET
 from connectome_assets.defs.connectome.assets import neurons, synapses
 from connectome_assets.defs.connectome.partitions import datasets_partitions
 from connectome_assets.defs.resources import ClickHouseResource, MetadataResource
@@ -12,7 +13,15 @@ from connectome_assets.warehouse.upload import dataset_row_count
 
 def blocking_dataset_check(asset: dg.AssetsDefinition, name: str, description: str | None = None):
     """A per-dataset check that stops everything downstream of `asset` when it fails."""
-    return dg.asset_check(asset=asset, name=name, blocking=True, partitions_def=datasets_partitions, pool="clickhouse", description=description)
+    return dg.asset_check(
+        asset=asset,
+        name=name,
+        blocking=True,
+        partitions_def=datasets_partitions,
+        pool="clickhouse",
+        description=description,
+        automation_condition=WITH_ITS_ASSET,
+    )
 
 
 @blocking_dataset_check(synapses, "endpoint_integrity")

@@ -40,7 +40,8 @@ def feature_exports(
     )
 
 
-@dataset_asset(BOTTLENECK_NEURONS, group_name="exports", kinds=frozenset({"parquet"}))
+# On demand only (a local copy for articles), never by automation.
+@dataset_asset(BOTTLENECK_NEURONS, group_name="exports", kinds=frozenset({"parquet"}), automation_condition=None)
 def article_cache(
     context: dg.AssetExecutionContext, clickhouse: ClickHouseResource, metadata: MetadataResource, storage: StorageResource
 ) -> dg.MaterializeResult:

@@ -5,6 +5,7 @@
 import dagster as dg
 from pydantic import Field
 
+from connectome_assets.defs.automation import BEHIND_VERIFIED_UPSTREAM
 from connectome_assets.defs.connectome.assets import failure
 from connectome_assets.defs.connectome.partitions import datasets_partitions
 from connectome_assets.defs.resources import CatalogResource, MetadataResource, RegistryResource, StorageResource, VolumesResource
@@ -36,7 +37,7 @@ def _registered(entries) -> dict:
     }
 
 
-@dg.asset(partitions_def=datasets_partitions, deps=[FEATURE_EXPORTS], group_name="registry", kinds={"registry"})
+@dg.asset(partitions_def=datasets_partitions, deps=[FEATURE_EXPORTS], group_name="registry", kinds={"registry"}, automation_condition=BEHIND_VERIFIED_UPSTREAM)
 def registry_entries(
     context: dg.AssetExecutionContext, registry: RegistryResource, metadata: MetadataResource, storage: StorageResource, catalog: CatalogResource
 ) -> dg.MaterializeResult:
@@ -68,7 +69,7 @@ class VolumeRegistration(dg.Config):
     datastack: str = Field(default="", description="Datastack the volume belongs to (default: the export's name).")
 
 
-@dg.asset(partitions_def=dvid_exports_partitions, deps=[LAST_SCALE], group_name="registry", kinds={"registry", "neuroglancer"})
+@dg.asset(partitions_def=dvid_exports_partitions, deps=[LAST_SCALE], group_name="registry", kinds={"registry", "neuroglancer"}, automation_condition=BEHIND_VERIFIED_UPSTREAM)
 def volume_registry_entry(
     context: dg.AssetExecutionContext, config: VolumeRegistration, registry: RegistryResource, volumes: VolumesResource
 ) -> dg.MaterializeResult:

@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from connectome_assets.defs.automation import BEHIND_VERIFIED_UPSTREAM
 from connectome_assets.defs.connectome.assets import failure
 from connectome_assets.defs.resources import VolumesResource
 from connectome_assets.defs.volumes.partitions import dvid_exports_partitions
@@ -40,6 +41,7 @@ def volume_asset(name: str, deps: list, description: str):
         group_name="volumes",
         kinds={"neuroglancer", "tensorstore"},
         description=description,
+        automation_condition=BEHIND_VERIFIED_UPSTREAM,
     )
 
 

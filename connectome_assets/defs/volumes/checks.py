@@ -4,6 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from connectome_assets.defs.automation import WITH_ITS_ASSET
 from connectome_assets.defs.resources import VolumesResource
 from connectome_assets.defs.volumes.assets import scale_assets
 from connectome_assets.defs.volumes.partitions import dvid_exports_partitions
@@ -18,6 +19,7 @@ def build_scale_check(asset: dg.AssetsDefinition, scale: int) -> dg.AssetChecksD
         name="scale_complete",
         blocking=True,
         partitions_def=dvid_exports_partitions,
+        automation_condition=WITH_ITS_ASSET,
         description="Every output shard the scale needs exists (one per DVID source shard, or per parent region for downres),"
         " and sampled chunks read back equal to the decoded source or to a reference mode of the parent.",
     )
