@@ -35,14 +35,15 @@ import yaml
 
 from connectome_assets.connectome.catalog import DatasetEntry, load_entry, write_entry
 from connectome_assets.connectome.errors import SourceError
+from connectome_assets.defs.connectome.lineage import DATASET_IMPORT_ASSETS
 from connectome_assets.registry.commands import add_registry_parser, run_registry_command
 from connectome_assets.settings import Settings, load_settings
 
 if TYPE_CHECKING:  # dagster is imported only by the commands that run it
     import dagster as dg
 
-# The assets of the main job `dataset_import` (defs/connectome/jobs.py), as a selection string.
-DEFAULT_SELECTION = "key:neurons or key:synapses or key:graph_edges or key:bottleneck_neurons or key:feature_exports or key:registry_entries"
+# The assets of the main job `dataset_import`, as a selection string.
+DEFAULT_SELECTION = " or ".join(f"key:{key}" for key in DATASET_IMPORT_ASSETS)
 
 
 @dataclass
@@ -238,6 +239,29 @@ def purge(settings: Settings, name: str, tables: Sequence[str], dry_run: bool) -
     print(f"  upload state reset to pending: {', '.join(result.reset_state) or 'none'}")
 
 
+def backfill_datasets(settings: Settings, args: argparse.Namespace) -> int:
+    """`connectome backfill`: launch an asset backfill over dataset partitions, and follow it with --wait."""
+    from connectome_assets.orchestration import DagsterApiError, DagsterWebserver, describe
+
+    if bool(args.datasets) == args.all:
+        print("connectome: name the datasets to backfill, or give --all", file=sys.stderr)
+        return 2
+    try:
+        with DagsterWebserver(args.url or settings.dagster_url) as webserver:
+            partitions = None if args.all else args.datasets
+            backfill_id = webserver.launch_backfill(args.assets, partitions, title=f"connectome backfill {' '.join(args.datasets) or '--all'}")
+            print(f"backfill {backfill_id}: {', '.join(args.datasets) or 'every dataset'} x {', '.join(args.assets)}")
+            print(f"  {webserver.url}/runs/b/{backfill_id}")
+            if not args.wait:
+                return 0
+            state = webserver.wait_for_backfill(backfill_id, report=lambda line: print(f"  {line}"))
+    except DagsterApiError as exc:
+        print(f"connectome: {exc}", file=sys.stderr)
+        return 2
+    print(describe(state))
+    return 0 if state.succeeded else 1
+
+
 def cache_populate(settings: Settings, name: str, out: Path) -> None:
     """Download the dataset's derived products into `<out>/<name>/` and print the rows of each."""
     from connectome_assets.metadata.store import MetadataStore
@@ -352,6 +376,12 @@ def _parser() -> argparse.ArgumentParser:
     populate.add_argument("--dataset", required=True)
     populate.add_argument("--out", type=Path, default=None, help="cache folder (default: $CONNECTOME_ARTICLE_CACHE)")
     add_registry_parser(commands)
+    backfill = commands.add_parser("backfill", help="backfill datasets through the Dagster webserver (its daemon runs one run per dataset)")
+    backfill.add_argument("datasets", nargs="*", metavar="DATASET", help="dataset partitions (or --all)")
+    backfill.add_argument("--all", action="store_true", help="every dataset partition")
+    backfill.add_argument("--assets", nargs="+", default=list(DATASET_IMPORT_ASSETS), metavar="ASSET", help="assets to backfill (default: the dataset_import job's)")
+    backfill.add_argument("--url", default=None, help="the Dagster webserver (default: $CONNECTOME_DAGSTER_URL or http://127.0.0.1:3000)")
+    backfill.add_argument("--wait", action="store_true", help="follow the backfill until its runs finish; exit 1 if one failed")
     purge_parser = commands.add_parser("purge", help="delete a dataset's rows from its source and dataset-scoped tables")
     purge_parser.add_argument("name")
     purge_parser.add_argument("--tables", nargs="+", action="extend", default=[], metavar="TABLE", help="only these dataset tables")
@@ -385,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = materialize_dataset(settings, args.name, args.select)
             print_report(report)
             return 0 if report.ok else 1
+        if args.command == "backfill":
+            return backfill_datasets(settings, args)
         if args.command == "purge":
             from connectome_assets.metadata.store import UnknownDatasetError
             from connectome_assets.warehouse.purge import NotADatasetTableError

@@ -41,6 +41,7 @@ class Settings:
     dagster_home: Path
     article_cache: Path  # local Parquet cache of derived products (`connectome cache populate`)
     registry: RegistrySettings
+    dagster_url: str  # the Dagster webserver `connectome backfill` talks to (`make dev`, or the chart's, port-forwarded)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -69,4 +70,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             gcs_key_file=env.get("CONNECTOME_REGISTRY_GCS_KEY", ""),
             gcs_endpoint=env.get("CONNECTOME_REGISTRY_GCS_ENDPOINT", "https://storage.googleapis.com"),
         ),
+        dagster_url=env.get("CONNECTOME_DAGSTER_URL", "http://127.0.0.1:3000"),
     )

@@ -22,7 +22,7 @@ from connectome_assets.cli import dagster_instance, run_dataset_selection
 from connectome_assets.connectome.catalog import write_entry
 from connectome_assets.definitions import build_definitions
 from connectome_assets.defs.connectome.assets import dataset_sources
-from connectome_assets.defs.connectome.jobs import DATASET_IMPORT_ASSETS
+from connectome_assets.defs.connectome.lineage import DATASET_IMPORT_ASSETS
 from connectome_assets.defs.connectome.sensors import dataset_catalog_sensor
 from connectome_assets.defs.resources import CatalogResource
 from connectome_assets.settings import Settings

@@ -1,9 +1,10 @@
 import dagster as dg
 
+from connectome_assets.defs.connectome.lineage import DATASET_IMPORT_ASSETS
+
 # The main job: one dataset partition's import, its graph products and their Parquet exports,
 # and their registry entries, with their blocking checks (Dagster includes the checks of selected assets). Keys, not
 # objects: the later stages import this one.
-DATASET_IMPORT_ASSETS = ("neurons", "synapses", "graph_edges", "bottleneck_neurons", "feature_exports", "registry_entries")
 
 dataset_import_job = dg.define_asset_job(
     "dataset_import",
