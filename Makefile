@@ -30,7 +30,7 @@ demo: install dagster-home
 
 ## make test: install what the tests need (PostgreSQL too) and run the whole suite
 test: install postgres-binaries
-	$(PY) -m pytest -n $(TEST_WORKERS) -q
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -q
 
 ## make dev: the Dagster UI on 127.0.0.1 with the demo's instance
 dev: install dagster-home
