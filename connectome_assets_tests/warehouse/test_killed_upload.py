@@ -63,6 +63,14 @@ def test_sigkill_mid_upload_keeps_the_rows_and_the_next_run_completes(tmp_path: 
             child.kill()
         child.stderr.close()
 
+    # The operator's view, through the real entry point: it is the first reader after the kill.
+    env = {**os.environ, "CONNECTOME_HOME": str(tmp_path / "home"), "CONNECTOME_METADATA_URL": metadata_url}
+    status = subprocess.run([sys.executable, "-m", "connectome_assets.cli", "dataset", "status", DATASET], capture_output=True, text=True, env=env)
+    assert status.returncode == 0, status.stderr
+    [synapses_line, error_line] = [line for line in status.stdout.splitlines() if line.startswith("  ")]
+    assert synapses_line.split()[:3] == ["synapses", "failed", str(len(SEED_EDGES))]
+    assert error_line.startswith(f"    error: interrupted: upload {live.upload_id} by {live.upload_owner}") and "its process is gone" in error_line
+
     after_kill = run_step("inspect", chdb_path, metadata_url)
     assert after_kill["rows"] == [list(edge) for edge in SEED_EDGES]  # the previous rows, count and content
     assert len(after_kill["staging"]) == 1  # what the killed process staged is still there, unswapped
