@@ -2,6 +2,7 @@
 
     connectome dataset add NAME --model MODEL --source KEY=URI … [--option KEY=VALUE …]
     connectome dataset list
+    connectome dataset status NAME
     connectome materialize NAME [--select SELECTION]
     connectome purge NAME [--tables TABLE …] [--dry-run]
     connectome demo
@@ -262,6 +263,32 @@ def backfill_datasets(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if state.succeeded else 1
 
 
+def dataset_status(settings: Settings, name: str) -> None:
+    """Print the upload state of each of the dataset's tables, as `dataset_table_state` records it.
+
+    Reading the state settles an upload whose process is gone or whose lease expired as
+    interrupted, so this never shows a dead upload as running.
+    """
+    from connectome_assets.metadata.store import MetadataStore
+
+    store = MetadataStore(settings.metadata_url)
+    try:
+        store.migrate()
+        dataset_id = store.dataset_id(name)
+        states = store.table_states(dataset_id)
+    finally:
+        store.dispose()
+    print(f"dataset {name} ({dataset_id}): {len(states)} tables with an upload state")
+    for state in states:
+        rows = "-" if state.row_count is None else f"{state.row_count:,}"
+        when = f"uploaded {state.uploaded_at:%Y-%m-%d %H:%M:%S} UTC" if state.uploaded_at else "never uploaded"
+        print(f"  {state.table_id:<32} {state.upload_state:<9} {rows:>14} rows  {when}")
+        if state.upload_state == "uploading":
+            print(f"    upload {state.upload_id} by {state.upload_owner} since {state.upload_started_at:%Y-%m-%d %H:%M:%S} UTC, lease until {state.lease_expires_at:%H:%M:%S} UTC")
+        if state.error_message:
+            print(f"    error: {state.error_message}")
+
+
 def cache_populate(settings: Settings, name: str, out: Path) -> None:
     """Download the dataset's derived products into `<out>/<name>/` and print the rows of each."""
     from connectome_assets.metadata.store import MetadataStore
@@ -353,6 +380,8 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="model option; the value is read as YAML")
     add.add_argument("--description", default="")
     dataset.add_parser("list", help="list catalog entries")
+    status = dataset.add_parser("status", help="the upload state of each of a dataset's tables (an interrupted upload is shown as such)")
+    status.add_argument("name")
     materialize = commands.add_parser("materialize", help="run a dataset's lineage in-process")
     materialize.add_argument("name")
     materialize.add_argument("--select", default=DEFAULT_SELECTION, help=f"Dagster asset selection (default: {DEFAULT_SELECTION!r})")
@@ -410,6 +439,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             for name in list_dataset_names(settings.catalog):
                 print(name)
+            return 0
+        if args.command == "dataset" and args.action == "status":
+            from connectome_assets.metadata.store import UnknownDatasetError
+
+            try:
+                dataset_status(settings, args.name)
+            except UnknownDatasetError as exc:
+                print(f"connectome: {exc}", file=sys.stderr)
+                return 2
             return 0
         if args.command == "materialize":
             report = materialize_dataset(settings, args.name, args.select)

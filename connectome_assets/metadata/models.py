@@ -37,6 +37,12 @@ class DatasetTableState(Base):
     row_count: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
     uploaded_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True), nullable=True)
     error_message: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    # The upload that holds (or last held) the table: its id, its process (`host:pid:start`),
+    # when it began, and until when its heartbeat vouches for it.
+    upload_id: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
+    upload_owner: Mapped[str | None] = mapped_column(sa.String(256), nullable=True)
+    upload_started_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True), nullable=True)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True), nullable=True)
 
 
 # Feature registry ---------------------------------------------------------------------------

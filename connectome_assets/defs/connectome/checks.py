@@ -62,7 +62,8 @@ def build_table_state_check(asset: dg.AssetsDefinition, table: str) -> dg.AssetC
     @blocking_dataset_check(
         asset,
         "table_state_consistent",
-        f"dataset_table_state for `{table}` is 'uploaded' and its row_count equals the ClickHouse count: the state describes the whole table.",
+        f"dataset_table_state for `{table}` is 'uploaded' and its row_count equals the ClickHouse count: the state describes the whole table. "
+        "An upload whose process is gone or whose lease expired shows as 'failed' with an 'interrupted: …' error.",
     )
     def _check(context: dg.AssetCheckExecutionContext, clickhouse: ClickHouseResource, metadata: MetadataResource) -> dg.AssetCheckResult:
         store = metadata.get_store()
@@ -75,7 +76,10 @@ def build_table_state_check(asset: dg.AssetsDefinition, table: str) -> dg.AssetC
         return dg.AssetCheckResult(
             passed=passed,
             severity=dg.AssetCheckSeverity.ERROR,
-            description=None if passed else f"state '{upload_state}' with row_count {recorded}, ClickHouse has {actual} rows",
+            description=None
+            if passed
+            else f"state '{upload_state}' with row_count {recorded}, ClickHouse has {actual} rows"
+            + (f"; {state.error_message}" if state and state.error_message else ""),
             metadata={
                 "upload_state": upload_state,
                 "state_row_count": dg.MetadataValue.int(recorded) if recorded is not None else dg.MetadataValue.null(),
