@@ -1,5 +1,6 @@
 """Connectome assets, one partition per dataset. Thin: the library does the work."""
 
+from typing import Any
 
 import dagster as dg
 
@@ -23,6 +24,17 @@ def dataset_asset(
 def failure(exc: Exception) -> dg.Failure:
     """An asset failure whose description is the one sentence a person acts on."""
     return dg.Failure(description=str(exc), allow_retries=False)
+
+
+def progress_metadata(figures: dict[str, Any]) -> dict[str, dg.MetadataValue]:
+    """A long step's seconds, rate and steps from `Progress.finish` (the asset names its amount itself)."""
+    rate = next(name for name in figures if name.endswith("_per_second"))
+    amount = rate.removesuffix("_per_second")
+    return {
+        name: dg.MetadataValue.float(value) if isinstance(value, float) else dg.MetadataValue.int(value)
+        for name, value in figures.items()
+        if name != amount and value is not None
+    }
 
 
 @dg.observable_source_asset(
@@ -51,7 +63,7 @@ def neurons(
     """
     try:
         entry = catalog.entry(context.partition_key)
-        result = import_neurons(entry, clickhouse.get_client(), clickhouse.database, metadata.get_store())
+        result = import_neurons(entry, clickhouse.get_client(), clickhouse.database, metadata.get_store(), context.log.info)
     except _ACTIONABLE as exc:
         raise failure(exc) from exc
     return dg.MaterializeResult(
@@ -59,7 +71,7 @@ def neurons(
             "dataset_id": str(result.dataset_id),
             "source_model": entry.model,
             "rows_written": dg.MetadataValue.int(result.rows_written),
-            "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+            **progress_metadata(result.progress),
             "source_version": result.source_version,
         },
         data_version=dg.DataVersion(result.source_version),
@@ -77,11 +89,10 @@ def synapses(
     """
     try:
         entry = catalog.entry(context.partition_key)
-        result = import_synapses(entry, clickhouse.get_client(), clickhouse.database, metadata.get_store())
+        result = import_synapses(entry, clickhouse.get_client(), clickhouse.database, metadata.get_store(), context.log.info)
     except _ACTIONABLE as exc:
         raise failure(exc) from exc
     stats = result.filter
-    seconds = max(result.seconds, 1e-9)
     return dg.MaterializeResult(
         metadata={
             "dataset_id": str(result.dataset_id),
@@ -94,8 +105,7 @@ def synapses(
             "sample_unannotated_ids": dg.MetadataValue.json(stats.sample_unannotated_ids),
             "rows_written": dg.MetadataValue.int(result.rows_written),
             "inserts": dg.MetadataValue.int(result.inserts),
-            "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
-            "rows_per_second": dg.MetadataValue.float(round(stats.rows_read / seconds, 1)),
+            **progress_metadata(result.progress),
         },
         data_version=dg.DataVersion(result.source_version),
     )
