@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(CONNECTOME_HOME)/dagster
 # Worker processes for the test suite (each gets its own embedded ClickHouse path).
 TEST_WORKERS ?= 2
 
-.PHONY: install demo test dev postgres-binaries dagster-home clean
+.PHONY: install demo test dev postgres-binaries chromium dagster-home clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,8 @@ dagster-home:
 demo: install dagster-home
 	$(VENV)/bin/connectome demo
 
-## make test: install what the tests need (PostgreSQL too) and run the whole suite
-test: install postgres-binaries
+## make test: install what the tests need (PostgreSQL and Chromium too) and run the whole suite
+test: install postgres-binaries chromium
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -q
 
 ## make dev: the Dagster UI on 127.0.0.1 with the demo's instance
@@ -42,6 +42,14 @@ postgres-binaries:
 	  echo "installing Debian's PostgreSQL server binaries"; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; \
+	fi
+
+# The UI test drives Debian's Chromium through Playwright (never `playwright install`).
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "installing Debian's Chromium"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
 	fi
 
 clean:

@@ -15,9 +15,10 @@
 
 `volume run` writes the info, then builds each DVID scale and each downres scale in order,
 verifying every scale before the next; it exits non-zero at the first scale that fails.
-`materialize` runs the dataset partition's lineage in-process against $DAGSTER_HOME and exits
-non-zero if any step fails or any check does not pass. `purge` deletes a dataset's rows from its
-source and dataset-scoped tables (never global ones) and resets their upload state to pending.
+`materialize` runs the dataset partition's lineage in-process against $DAGSTER_HOME, showing the
+long steps' progress lines on stderr, and exits non-zero if any step fails or any check does not
+pass. `purge` deletes a dataset's rows from its source and dataset-scoped tables (never global
+ones) and resets their upload state to pending.
 """
 
 from __future__ import annotations
@@ -122,7 +123,9 @@ def run_dataset_selection(settings: Settings, name: str, selection: dg.AssetSele
     return run_partition_selection(settings, "datasets", name, selection, **execute_options)
 
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The console shows what the steps log at INFO (the progress lines of long steps) and warnings;
+# Dagster's own events are DEBUG and stay in the run's event log.
+PROGRESS_ONLY = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def report_of(result: dg.ExecuteInProcessResult, name: str) -> MaterializeReport:
@@ -145,7 +148,7 @@ def materialize_dataset(settings: Settings, name: str, selection: str = DEFAULT_
     import dagster as dg
 
     load_entry(settings.catalog, name)  # an unknown dataset is named before any run starts
-    result = run_dataset_selection(settings, name, dg.AssetSelection.from_string(selection), tags={"dataset": name}, run_config=QUIET)
+    result = run_dataset_selection(settings, name, dg.AssetSelection.from_string(selection), tags={"dataset": name}, run_config=PROGRESS_ONLY)
     return report_of(result, name)
 
 
@@ -153,7 +156,7 @@ def materialize_volume(settings: Settings, name: str) -> MaterializeReport:
     """Run the `volume_export` job's assets and checks of one DVID export partition in-process."""
     from connectome_assets.defs.volumes.jobs import VOLUME_EXPORT_SELECTION
 
-    result = run_partition_selection(settings, "dvid_exports", name, VOLUME_EXPORT_SELECTION, tags={"dvid_export": name}, run_config=QUIET)
+    result = run_partition_selection(settings, "dvid_exports", name, VOLUME_EXPORT_SELECTION, tags={"dvid_export": name}, run_config=PROGRESS_ONLY)
     return report_of(result, name)
 
 
@@ -298,7 +301,7 @@ def cache_populate(settings: Settings, name: str, out: Path) -> None:
     store = MetadataStore(settings.metadata_url)
     try:
         store.migrate()
-        result = populate_article_cache(connect(settings.clickhouse_url), settings.clickhouse_database, store, name, out)
+        result = populate_article_cache(connect(settings.clickhouse_url), settings.clickhouse_database, store, name, out, print)
     finally:
         store.dispose()
     print(f"dataset {name}: article cache {result.directory} (source version {result.version})")

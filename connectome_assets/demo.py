@@ -26,12 +26,18 @@ DEMO_DATASETS = {
 }
 
 
+def write_demo_release(settings: Settings, name: str) -> DatasetEntry:
+    """One demo dataset written as `flyem_feather` release files under the home; returns its catalog entry."""
+    reader, description = DEMO_DATASETS[name]
+    model = CectPackage({}, {"reader": reader}, f"demo:{name}")
+    files = write_flyem_feather_release(model.read_neurons(), model.iter_connections(), str(settings.home / "demo-sources" / name), name)
+    return DatasetEntry(name, "flyem_feather", files, {}, description)
+
+
 def run_demo(settings: Settings) -> int:
     failed = 0
-    for name, (reader, description) in DEMO_DATASETS.items():
-        model = CectPackage({}, {"reader": reader}, f"demo:{name}")
-        files = write_flyem_feather_release(model.read_neurons(), model.iter_connections(), str(settings.home / "demo-sources" / name), name)
-        register_dataset(settings, DatasetEntry(name, "flyem_feather", files, {}, description))
+    for name in DEMO_DATASETS:
+        register_dataset(settings, write_demo_release(settings, name))
         report = materialize_dataset(settings, name)
         print_report(report)
         failed += not report.ok

@@ -95,3 +95,7 @@ class Progress:
             return f"{self.what}: done, {steps}, {si(self.amount)} {self.unit} in {duration(elapsed)}, {rate}"
         eta = self.eta_seconds(now)
         return f"{self.what}: {steps}, {amount}, {rate}" + (f", ETA {duration(eta)}" if eta is not None else "")
+
+
+def discard(line: str) -> None:
+    """The report of a library call nobody reads (tests, benchmarks): the lines are dropped."""

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -27,6 +28,21 @@ warnings.filterwarnings("ignore", message=".*is currently in preview.*")
 warnings.filterwarnings("ignore", message=".*is currently in beta.*")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# Files a person looks at after a run (the UI test's screenshots); gitignored.
+TEST_ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+_SESSION_STARTED = pytest.StashKey[float]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_SESSION_STARTED] = time.time()
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    """Name the artifacts this session wrote (xdist workers' output is not shown, this summary is)."""
+    started = config.stash.get(_SESSION_STARTED, time.time())
+    written = sorted(p for p in TEST_ARTIFACTS.rglob("*") if p.is_file() and p.stat().st_mtime >= started) if TEST_ARTIFACTS.is_dir() else []
+    for path in written:
+        terminalreporter.write_line(f"test artifact: {path}")
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,10 @@ in the warehouse for the dataset, through `filter_to_annotated_endpoints`.
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
@@ -20,6 +20,7 @@ from connectome_assets.connectome.filtering import AnnotatedNeuronSet, EndpointF
 from connectome_assets.connectome.sources import SourceModel
 from connectome_assets.connectome.streaming import ordered_parallel_map
 from connectome_assets.metadata.store import MetadataStore
+from connectome_assets.progress import Progress, discard
 from connectome_assets.warehouse.schema import check_identifier, ensure_schema
 from connectome_assets.warehouse.upload import upload_table_atomically
 
@@ -33,7 +34,7 @@ class NeuronImport:
     dataset_id: uuid.UUID
     source_version: str
     rows_written: int
-    seconds: float
+    progress: dict[str, Any]  # Progress.finish() of the whole import: rows, batches, seconds, rows_per_second
 
 
 @dataclass(frozen=True)
@@ -44,19 +45,20 @@ class SynapseImport:
     filter: EndpointFilterStats
     rows_written: int
     inserts: int
-    seconds: float
+    progress: dict[str, Any]  # Progress.finish() of the whole import, counting source rows read: rows, batches, seconds, rows_per_second
 
 
-def import_neurons(entry: DatasetEntry, client: Client, database: str, state: MetadataStore) -> NeuronImport:
-    started = time.perf_counter()
+def import_neurons(entry: DatasetEntry, client: Client, database: str, state: MetadataStore, report: Callable[[str], Any] = discard) -> NeuronImport:
+    progress = Progress(f"{entry.name} neurons", report)
     model = entry.source_model()
     version = model.fingerprint()
     neurons = model.read_neurons()
     model.check_connections()  # a bad weights file must stop the dataset before neurons change
     dataset_id = state.ensure_dataset(entry.name, entry.model, entry.description)
     ensure_schema(client, database)
-    result = upload_table_atomically(client, database, "neurons", dataset_id, [neurons], state)
-    return NeuronImport(dataset_id, version, result.rows, time.perf_counter() - started)
+    # Neurons are read whole and inserted at once: one line when they are in, with the rate.
+    result = upload_table_atomically(client, database, "neurons", dataset_id, counted([neurons], progress), state)
+    return NeuronImport(dataset_id, version, result.rows, progress.finish())
 
 
 def annotated_neuron_set(client: Client, database: str, dataset_id: uuid.UUID) -> AnnotatedNeuronSet:
@@ -66,18 +68,32 @@ def annotated_neuron_set(client: Client, database: str, dataset_id: uuid.UUID) -
     return AnnotatedNeuronSet(ids.column("neuron_id"))
 
 
-def annotated_connections(model: SourceModel, annotated: AnnotatedNeuronSet, stats: EndpointFilterStats) -> Iterator[pa.RecordBatch]:
-    """The source's connections through the endpoint filter, canonical: what `synapses` holds."""
+def counted(batches: Iterable[pa.RecordBatch | pa.Table], progress: Progress) -> Iterator[pa.RecordBatch | pa.Table]:
+    """The batches unchanged; each one advances `progress` by its rows as it is taken."""
+    for batch in batches:
+        progress.advance(batch.num_rows)
+        yield batch
+
+
+def annotated_connections(
+    model: SourceModel, annotated: AnnotatedNeuronSet, stats: EndpointFilterStats, progress: Progress | None = None
+) -> Iterator[pa.RecordBatch]:
+    """The source's connections through the endpoint filter, canonical: what `synapses` holds.
+
+    `progress` counts the source rows as they are read (before the filter drops any).
+    """
     stream = model.connection_stream()
-    kept = filter_to_annotated_endpoints(stream.batches, annotated, stats, stream.pre_column, stream.post_column)
+    batches = stream.batches if progress is None else counted(stream.batches, progress)
+    kept = filter_to_annotated_endpoints(batches, annotated, stats, stream.pre_column, stream.post_column)
     return ordered_parallel_map(stream.canonical, kept)
 
 
-def import_synapses(entry: DatasetEntry, client: Client, database: str, state: MetadataStore) -> SynapseImport:
-    started = time.perf_counter()
+def import_synapses(entry: DatasetEntry, client: Client, database: str, state: MetadataStore, report: Callable[[str], Any] = discard) -> SynapseImport:
     model = entry.source_model()
     version = model.fingerprint()
     model.check_connections()
+    # Rows are read, filtered and inserted as one pipeline, so the read rate is the import's rate.
+    progress = Progress(f"{entry.name} synapses", report, total=model.connection_rows())
     dataset_id = state.dataset_id(entry.name)
     neurons_state = state.table_state(dataset_id, "neurons")
     if neurons_state is None or neurons_state.upload_state != "uploaded":
@@ -86,6 +102,6 @@ def import_synapses(entry: DatasetEntry, client: Client, database: str, state: M
     ensure_schema(client, database)
     annotated = annotated_neuron_set(client, database, dataset_id)
     stats = EndpointFilterStats()
-    rows = annotated_connections(model, annotated, stats)
+    rows = annotated_connections(model, annotated, stats, progress)
     result = upload_table_atomically(client, database, "synapses", dataset_id, rows, state)
-    return SynapseImport(dataset_id, version, annotated.size, stats, result.rows, result.inserts, time.perf_counter() - started)
+    return SynapseImport(dataset_id, version, annotated.size, stats, result.rows, result.inserts, progress.finish())

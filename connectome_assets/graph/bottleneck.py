@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import igraph
 import numpy as np
@@ -42,6 +43,7 @@ from connectome_assets.graph.status import (
 )
 from connectome_assets.graph.topology import analyse_cut_vertices
 from connectome_assets.metadata.store import MetadataStore
+from connectome_assets.progress import Progress, discard
 from connectome_assets.warehouse.schema import check_identifier, ensure_schema
 from connectome_assets.warehouse.upload import dataset_row_count, upload_table_atomically
 
@@ -85,8 +87,9 @@ class NeuronGraph:
         return len(self.src)
 
 
-def load_neuron_graph(client: Client, database: str, dataset_id: uuid.UUID, min_weight: int) -> NeuronGraph:
-    """The dataset's neuron graph from ClickHouse, edges streamed block by block into numpy."""
+def load_neuron_graph(client: Client, database: str, dataset_id: uuid.UUID, min_weight: int, progress: Progress | None = None) -> NeuronGraph:
+    """The dataset's neuron graph from ClickHouse, edges streamed block by block into numpy;
+    each block advances `progress` by its edge rows (their number is known only once read)."""
     db = check_identifier(database)
     params = {"ds": str(dataset_id), "min_weight": min_weight}
     # Runbook: production neurons.polarity may be Int8; cast in SQL so any stored type works.
@@ -121,6 +124,8 @@ def load_neuron_graph(client: Client, database: str, dataset_id: uuid.UUID, min_
             dst[filled : filled + rows] = post[between]
             weight[filled : filled + rows] = np.asarray(weights, np.uint32)[between]
             filled += rows
+            if progress is not None:
+                progress.advance(len(pre))
     annotations = neurons.select(["name", "type", "polarity"])
     return NeuronGraph(ids, annotations, src[:filled], dst[:filled], weight[:filled], self_loops)
 
@@ -215,10 +220,11 @@ class PrecomputeResult:
     rows_written: int
     seconds: float
     phase_seconds: dict[str, float]  # read (ClickHouse -> arrays), compute, write (swap in)
+    read: dict[str, Any]  # Progress.finish() of the read: edges, blocks, seconds, edges_per_second
 
 
 def precompute_bottleneck_neurons(
-    client: Client, database: str, store: MetadataStore, dataset_id: uuid.UUID, params: BottleneckParams
+    client: Client, database: str, store: MetadataStore, dataset_id: uuid.UUID, params: BottleneckParams, report: Callable[[str], Any] = discard
 ) -> PrecomputeResult:
     """Recompute the dataset's bottleneck product from its canonical rows, swap it in
     atomically, then record its analysis status. A failure records status `failed` (the previous
@@ -230,7 +236,9 @@ def precompute_bottleneck_neurons(
     phases: dict[str, float] = {}
     try:
         with _timed(phases, "read"):
-            graph = load_neuron_graph(client, database, dataset_id, params.min_weight)
+            reading = Progress("vw_graph_edges read", report, unit="edges", step="blocks")
+            graph = load_neuron_graph(client, database, dataset_id, params.min_weight, reading)
+            read = reading.finish()
         with _timed(phases, "compute"):
             product = compute_bottleneck_neurons(graph, params)
             del graph
@@ -259,7 +267,7 @@ def precompute_bottleneck_neurons(
         database,
         AnalysisStatus(dataset_id, BOTTLENECK_NEURONS.name, product.status, product.backend, upload.rows, True, asdict(params), version),
     )
-    return PrecomputeResult(dataset_id, product, version, upload.rows, time.perf_counter() - started, phases)
+    return PrecomputeResult(dataset_id, product, version, upload.rows, time.perf_counter() - started, phases, read)
 
 
 @contextmanager

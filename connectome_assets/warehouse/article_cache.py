@@ -16,8 +16,10 @@ import json
 import secrets
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow.fs as pafs
 from clickhouse_connect.driver.client import Client
@@ -25,6 +27,7 @@ from clickhouse_connect.driver.client import Client
 from connectome_assets.connectome.catalog import NAME_PATTERN
 from connectome_assets.graph.status import PRODUCTS, graph_source_version, latest_status, product_problem, remedy
 from connectome_assets.metadata.store import MetadataStore
+from connectome_assets.progress import Progress, discard
 from connectome_assets.warehouse.exports import STATUS_TABLE, open_dataset_rows, write_parquet
 from connectome_assets.warehouse.schema import check_identifier
 from connectome_assets.warehouse.scoped_tables import dataset_scoped_tables
@@ -53,6 +56,7 @@ class ArticleCacheResult:
     directory: Path
     tables: list[CachedTable] = field(default_factory=list)
     status_rows: int = 0
+    progress: dict[str, Any] = field(default_factory=dict)  # Progress.finish() of the products: rows, tables, seconds, rows_per_second
 
 
 def cached_products(present: set[str]) -> list[str]:
@@ -60,7 +64,9 @@ def cached_products(present: set[str]) -> list[str]:
     return sorted((present - {STATUS_TABLE}) | set(PRODUCTS))
 
 
-def populate_article_cache(client: Client, database: str, store: MetadataStore, dataset: str, out: Path) -> ArticleCacheResult:
+def populate_article_cache(
+    client: Client, database: str, store: MetadataStore, dataset: str, out: Path, report: Callable[[str], Any] = discard
+) -> ArticleCacheResult:
     """Download the dataset's derived products into `<out>/<dataset>/`, all or nothing.
 
     Raises UnknownDatasetError for an unregistered dataset, SourceNotUploadedError when its source
@@ -96,10 +102,11 @@ def populate_article_cache(client: Client, database: str, store: MetadataStore, 
     local = pafs.LocalFileSystem()
     try:
         cached = []
+        progress = Progress(f"{dataset} article cache", report, total=sum(counts.values()), step="tables", steps_total=len(tables))
         for table in tables:
             schema, stream = open_dataset_rows(client, db, table, dataset_id)
             with stream as batches:
-                rows, size = write_parquet(local, str(staging / f"{table}.parquet"), schema, batches)
+                rows, size = write_parquet(local, str(staging / f"{table}.parquet"), schema, batches, progress)
             if rows != counts[table]:
                 raise ArticleCacheError(
                     f"`{table}` changed while it was downloaded ({counts[table]} rows counted, {rows} read); populate the cache again"
@@ -134,7 +141,7 @@ def populate_article_cache(client: Client, database: str, store: MetadataStore, 
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return ArticleCacheResult(dataset, dataset_id, version, directory, cached, status_rows)
+    return ArticleCacheResult(dataset, dataset_id, version, directory, cached, status_rows, progress.finish())
 
 
 def _swap_in(staging: Path, directory: Path) -> None:

@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import secrets
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +28,7 @@ from connectome_assets.connectome.catalog import NAME_PATTERN
 from connectome_assets.connectome.files import filesystem_for
 from connectome_assets.graph.status import PRODUCTS, graph_source_version, latest_status, product_problem
 from connectome_assets.metadata.store import MetadataStore
+from connectome_assets.progress import Progress, discard
 from connectome_assets.warehouse.client import arrow_batches
 from connectome_assets.warehouse.schema import check_identifier
 from connectome_assets.warehouse.scoped_tables import dataset_tables
@@ -63,8 +64,11 @@ def open_dataset_rows(
     return schema, stream
 
 
-def write_parquet(fs: pafs.FileSystem, path: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> tuple[int, int]:
-    """Stream batches into one Parquet file at `path`; returns (rows, bytes).
+def write_parquet(
+    fs: pafs.FileSystem, path: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch], progress: Progress | None = None
+) -> tuple[int, int]:
+    """Stream batches into one Parquet file at `path`; returns (rows, bytes). Each row group
+    written advances `progress` by its rows, and the finished file by one step.
 
     Written under a temporary name and moved into place: a local rename is atomic, and on GCS a
     stream that fails half-way is still finalized as an object, which must never carry the real name.
@@ -81,7 +85,11 @@ def write_parquet(fs: pafs.FileSystem, path: str, schema: pa.Schema, batches: It
                     part = part.cast(schema)
                 writer.write_table(part, row_group_size=ROW_GROUP_ROWS)
                 rows += part.num_rows
+                if progress is not None:
+                    progress.advance(part.num_rows, steps=0)
         fs.move(temporary, path)
+        if progress is not None:
+            progress.advance(0, steps=1)
     except BaseException:
         _delete_quietly(fs, temporary)
         raise
@@ -136,9 +144,12 @@ class ExportResult:
     root: str
     manifest_uri: str
     tables: list[ExportedTable] = field(default_factory=list)
+    progress: dict[str, Any] = field(default_factory=dict)  # Progress.finish(): rows, tables, seconds, rows_per_second
 
 
-def export_dataset(client: Client, database: str, store: MetadataStore, object_store: str, dataset: str) -> ExportResult:
+def export_dataset(
+    client: Client, database: str, store: MetadataStore, object_store: str, dataset: str, report: Callable[[str], Any] = discard
+) -> ExportResult:
     """Export `neurons`, `synapses` and every dataset-scoped product table of the dataset, then the manifest."""
     dataset_id = store.dataset_id(dataset)
     version = graph_source_version(store, dataset_id)
@@ -148,20 +159,22 @@ def export_dataset(client: Client, database: str, store: MetadataStore, object_s
     # Products are exported only as the blocking check would accept them: current, whole, and
     # empty only when expected. A stale product must not appear under the new version's path.
     products, problems = {}, []
+    counts = {table: dataset_row_count(client, database, table, dataset_id) for table in tables}
     for table in tables:
         if table in PRODUCTS:
             status = latest_status(client, database, dataset_id, PRODUCTS[table].name)
-            problem = product_problem(table, dataset, dataset_row_count(client, database, table, dataset_id), status, version)
+            problem = product_problem(table, dataset, counts[table], status, version)
             if problem:
                 problems.append(problem)
             products[table] = None if status is None else {"status": status.status, "source_data_version": status.source_data_version}
     if problems:
         raise ExportError("; ".join(problems) + "; nothing was exported")
     exported = []
+    progress = Progress(f"{dataset} exports", report, total=sum(counts.values()), step="tables", steps_total=len(tables))
     for table in tables:
         schema, stream = open_dataset_rows(client, database, table, dataset_id)
         with stream as batches:
-            rows, size = write_parquet(fs, f"{base}/{table}.parquet", schema, batches)
+            rows, size = write_parquet(fs, f"{base}/{table}.parquet", schema, batches, progress)
         exported.append(ExportedTable(table=table, uri=f"{root}/{table}.parquet", rows=rows, bytes=size))
     manifest = {
         "dataset": dataset,
@@ -172,7 +185,7 @@ def export_dataset(client: Client, database: str, store: MetadataStore, object_s
         "products": products,
     }
     _write_json(fs, f"{base}/{MANIFEST}", manifest)
-    return ExportResult(dataset, dataset_id, version, root, f"{root}/{MANIFEST}", exported)
+    return ExportResult(dataset, dataset_id, version, root, f"{root}/{MANIFEST}", exported, progress.finish())
 
 
 def load_manifest(root: str) -> dict[str, Any]:

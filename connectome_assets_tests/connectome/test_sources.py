@@ -280,6 +280,8 @@ def test_gs_source_imports_the_same_rows_as_local_files(tmp_path, gcs_bucket, cl
     results = {}
     for name, sources in {"local": local, "remote": remote}.items():
         ds = entry(name, sources)
+        # The progress total: a local file's batch metadata is cheap, a remote one's is a request per batch.
+        assert ds.source_model().connection_rows() == (7 if name == "local" else None)
         neurons = import_neurons(ds, clickhouse, database, metadata_store)
         synapses = import_synapses(ds, clickhouse, database, metadata_store)
         assert neurons.rows_written == 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from connectome_assets.cli import DEFAULT_SELECTION, main, materialize_dataset, register_dataset, run_dataset_selection
+from connectome_assets.cli import DEFAULT_SELECTION, dagster_instance, main, materialize_dataset, register_dataset, run_dataset_selection
 from connectome_assets.metadata.store import MetadataStore
 from connectome_assets.settings import Settings
 from connectome_assets.warehouse.client import connect
@@ -119,8 +120,10 @@ def test_cli_add_and_materialize_exit_codes(settings: Settings, tmp_path: Path, 
     assert main(["dataset", "add", "toy", "--model", "flyem_feather", "--source", f"annotations={release['annotations']}", "--source", f"weights={release['weights']}"]) == 0
     assert (settings.catalog / "toy.yaml").is_file()
     assert main(["materialize", "toy"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "dataset toy: OK" in out and "check synapses/endpoint_integrity: passed" in out
+    assert "toy synapses: done, 1 batches, 7 rows in" in err  # the progress lines, not Dagster's events
+    assert "STEP_START" not in err
 
     assert main(["materialize", "nope"]) == 2
     assert "unknown dataset 'nope'" in capsys.readouterr().err
@@ -129,3 +132,23 @@ def test_cli_add_and_materialize_exit_codes(settings: Settings, tmp_path: Path, 
     assert main(["materialize", "toy", "--select", DEFAULT_SELECTION]) == 1
     out = capsys.readouterr().out
     assert "FAILED" in out and "connectome-weights-test.feather: is truncated or not a Feather" in out
+
+
+def test_run_log_has_the_progress_lines_and_metadata_the_finish_figures(settings: Settings, tmp_path: Path) -> None:
+    register_dataset(settings, entry("toy", write_release(tmp_path / "release", BODIES, EDGES)))
+    result = run_dataset_selection(settings, "toy", dg.AssetSelection.from_string(DEFAULT_SELECTION))
+    assert result.success
+    logged = [e.user_message for e in dagster_instance(settings).all_logs(result.run_id) if not e.is_dagster_event]
+    for pattern in (
+        r"toy neurons: done, 1 batches, 4 rows in \d+ s, \S+ rows/s",
+        r"toy synapses: done, 1 batches, 7 rows in \d+ s, \S+ rows/s",  # source rows read, before the filter
+        r"vw_graph_edges read: done, \d+ blocks, 4 edges in \d+ s, \S+ edges/s",
+        r"toy exports: done, 4/4 tables, 12 rows in \d+ s, \S+ rows/s",  # 4 neurons, 4 synapses, 3 bottleneck rows, 1 status row
+    ):
+        assert any(re.fullmatch(pattern, message) for message in logged), (pattern, logged)
+    metadata = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    for asset in ("neurons", "synapses", "feature_exports"):
+        assert metadata[asset]["seconds"].value > 0 and metadata[asset]["rows_per_second"].value > 0, asset
+    assert metadata["synapses"]["batches"].value == 1
+    assert metadata["feature_exports"]["tables"].value == 4
+    assert metadata["bottleneck_neurons"]["read"].value["edges"] == 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 
@@ -44,7 +45,11 @@ def test_bridge_between_two_cliques_ranks_the_bridge_ends_first(clickhouse, data
     k3 = [(204, 205, 1), (205, 206, 1), (206, 204, 1)]
     edges = [*k4, *k3, (103, 204, 2), (204, 103, 1), (205, 205, 7), (205, 205, 1)]  # a self-connection, twice
     dataset = upload_dataset(clickhouse, database, store, "cliques", ids, edges)
-    result = precompute_bottleneck_neurons(clickhouse, database, store, dataset, BottleneckParams())
+    lines: list[str] = []
+    result = precompute_bottleneck_neurons(clickhouse, database, store, dataset, BottleneckParams(), lines.append)
+    # The read counts every row of vw_graph_edges, the self-connection's too.
+    assert (result.read["edges"], result.product.edges, result.product.self_loops) == (12, 11, 1)
+    assert re.fullmatch(r"vw_graph_edges read: done, \d+ blocks, 12 edges in \d+ s, \S+ edges/s", lines[0]), lines
     rows = product_rows(clickhouse, database, dataset)
     assert {row["neuron_id"] for row in rows[:2]} == {103, 204}  # every path between the cliques runs through both
     by_id = {row["neuron_id"]: row for row in rows}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 
@@ -125,10 +126,10 @@ def test_a_failure_leaves_the_previous_cache_untouched(
     insert_bottlenecks(clickhouse, database, a, [4, 1])
     real = article_cache.write_parquet
 
-    def breaks_on_status(fs, path, schema, batches):
+    def breaks_on_status(fs, path, schema, batches, progress=None):
         if path.endswith("precomputed_analysis_status.parquet"):
             raise OSError("disk full")
-        return real(fs, path, schema, batches)
+        return real(fs, path, schema, batches, progress)
 
     monkeypatch.setattr(article_cache, "write_parquet", breaks_on_status)
     with pytest.raises(OSError, match="disk full"):
@@ -191,8 +192,9 @@ def test_cli_cache_populate(
     record_bottleneck_status(clickhouse, database, metadata_store, a, "ok", 2)
     assert main(["cache", "populate", "--dataset", "alpha", "--out", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith(f"dataset alpha: article cache {out / 'alpha'}")
-    assert lines[1].split() == [PRODUCT, "2", "rows", "(status", "ok)"]
+    assert re.fullmatch(r"alpha article cache: done, 1/1 tables, 2 rows in \d+ s, \S+ rows/s", lines[0]), lines  # the progress line
+    assert lines[1].startswith(f"dataset alpha: article cache {out / 'alpha'}")
+    assert lines[2].split() == [PRODUCT, "2", "rows", "(status", "ok)"]
     assert (out / "alpha" / f"{PRODUCT}.parquet").exists()
 
     assert main(["cache", "populate", "--dataset", "nope", "--out", str(out)]) == 2

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
 from connectome_assets.metadata.store import MetadataStore
+from connectome_assets.progress import Progress
 from connectome_assets.warehouse import exports
 from connectome_assets.graph.bottleneck import BottleneckParams, precompute_bottleneck_neurons
 from connectome_assets.graph.status import graph_source_version
@@ -33,7 +37,11 @@ def deploy_two(clickhouse, database: str, store: MetadataStore) -> tuple[uuid.UU
 def test_file_export_holds_exactly_the_datasets_rows_and_verifies(clickhouse, database: str, metadata_store: MetadataStore, tmp_path: Path) -> None:
     a, b = deploy_two(clickhouse, database, metadata_store)
     store_uri = f"file://{tmp_path / 'objects'}"
-    result = export_dataset(clickhouse, database, metadata_store, store_uri, "alpha")
+    lines: list[str] = []
+    result = export_dataset(clickhouse, database, metadata_store, store_uri, "alpha", lines.append)
+    # Row groups and files advance one progress; its total is the ClickHouse counts, so it ends at 100%.
+    assert re.fullmatch(r"alpha exports: done, 4/4 tables, 10 rows in \d+ s, \S+ rows/s", lines[-1]), lines
+    assert (result.progress["rows"], result.progress["tables"]) == (10, 4)
 
     root = tmp_path / "objects" / "exports" / "alpha" / result.version
     assert result.root == export_root(store_uri, "alpha", result.version) == f"file://{root}"
@@ -157,3 +165,18 @@ def test_large_table_streams_in_row_groups(
     first = pq.read_table(Path(result.root[len("file://") :]) / "synapses.parquet", columns=["pre_neuron_id", "post_neuron_id"])
     pairs = list(zip(first.column(0).to_pylist(), first.column(1).to_pylist()))
     assert pairs == sorted(pairs)  # the table's sorting-key order, so a re-export writes the same bytes
+
+
+def test_write_parquet_advances_the_progress_per_row_group_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(exports, "ROW_GROUP_ROWS", 4)
+    table = pa.table({"x": pa.array(range(10), pa.int64())})
+    lines: list[str] = []
+    ticks = iter(range(100))
+    progress = Progress("t exports", lines.append, total=20, step="tables", steps_total=2, every_seconds=0, clock=lambda: next(ticks))
+    rows, _ = exports.write_parquet(pafs.LocalFileSystem(), str(tmp_path / "t.parquet"), table.schema, table.to_batches(max_chunksize=3), progress)
+    assert rows == 10
+    assert lines == [
+        "t exports: 0/2 tables, 6 of 20 rows (30%), 6 rows/s, ETA 2 s",  # the batches of 3 rows regrouped by 4 or more
+        "t exports: 0/2 tables, 10 of 20 rows (50%), 5 rows/s, ETA 2 s",
+        "t exports: 1/2 tables, 10 of 20 rows (50%), 3.33 rows/s, ETA 3 s",
+    ]

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
 
 from connectome_assets.connectome import files
 from connectome_assets.connectome.errors import CatalogError, SourceError
@@ -64,6 +65,11 @@ class SourceModel(abc.ABC):
     def connection_stream(self) -> ConnectionStream:
         """Every connection row of the source as stored (integer id columns), and how to make a
         batch of them canonical."""
+
+    def connection_rows(self) -> int | None:
+        """How many connection rows the source holds, when its metadata tells without reading them
+        (the total of an import's progress, for its ETA); None when only reading would tell."""
+        return None
 
     def iter_connections(self) -> Iterator[pa.RecordBatch]:
         """Every connection row, unfiltered, as CONNECTION_SCHEMA batches (demo, exports)."""
@@ -184,6 +190,18 @@ def check_column_kinds(location: str, schema: pa.Schema, ids: Sequence[str], num
         kind = schema.field(column).type
         if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
             raise SourceError(location, f"column '{column}' has type {kind}; weights must be numeric")
+
+
+def feather_row_count(uri: str) -> int | None:
+    """The rows of a local Feather file, from its record batches' metadata (about 0.1 s for 2,300
+    batches); None for a remote one, where each batch's metadata would be one ranged request."""
+    fs, _ = files.filesystem_for(uri)
+    if not isinstance(fs, pafs.LocalFileSystem):
+        return None
+    try:
+        return open_feather(uri).count_rows()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SourceError(uri, f"has record batch metadata that cannot be read; the file may be corrupt ({_arrow_problem(exc)})") from None
 
 
 def read_feather_table(uri: str) -> pa.Table:

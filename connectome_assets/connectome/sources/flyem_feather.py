@@ -18,6 +18,7 @@ from connectome_assets.connectome.sources.base import (
     canonical_connections,
     canonical_neurons,
     check_column_kinds,
+    feather_row_count,
     iter_feather_batches,
     open_feather,
     read_feather_table,
@@ -75,6 +76,9 @@ class FlyemFeather(SourceModel):
 
     def check_connections(self) -> None:
         self._weight_columns()
+
+    def connection_rows(self) -> int | None:
+        return feather_row_count(self.sources["weights"])
 
     def connection_stream(self) -> ConnectionStream:
         uri = self.sources["weights"]

@@ -1,5 +1,6 @@
 """Connectome assets, one partition per dataset. Thin: the library does the work."""
 
+from typing import Any
 
 import dagster as dg
 
@@ -37,6 +38,17 @@ def failure(exc: Exception) -> dg.Failure:
     return dg.Failure(description=str(exc), allow_retries=False)
 
 
+def progress_metadata(figures: dict[str, Any]) -> dict[str, dg.MetadataValue]:
+    """A long step's seconds, rate and steps from `Progress.finish` (the asset names its amount itself)."""
+    rate = next(name for name in figures if name.endswith("_per_second"))
+    amount = rate.removesuffix("_per_second")
+    return {
+        name: dg.MetadataValue.float(value) if isinstance(value, float) else dg.MetadataValue.int(value)
+        for name, value in figures.items()
+        if name != amount and value is not None
+    }
+
+
 @dg.observable_source_asset(
     partitions_def=datasets_partitions,
     group_name="connectome",
@@ -65,7 +77,7 @@ def neurons(
     """
     try:
         entry = catalog.entry(context.partition_key)
-        result = import_neurons(entry, clickhouse.get_client(), clickhouse.database, metadata.get_store())
+        result = import_neurons(entry, clickhouse.get_client(), clickhouse.database, metadata.get_store(), context.log.info)
     except _ACTIONABLE as exc:
         raise failure(exc) from exc
     return dg.MaterializeResult(
@@ -73,7 +85,7 @@ def neurons(
             "dataset_id": str(result.dataset_id),
             "source_model": entry.model,
             "rows_written": dg.MetadataValue.int(result.rows_written),
-            "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+            **progress_metadata(result.progress),
             "source_version": result.source_version,
         },
         data_version=dg.DataVersion(result.source_version),
@@ -91,11 +103,10 @@ def synapses(
     """
     try:
         entry = catalog.entry(context.partition_key)
-        result = import_synapses(entry, clickhouse.get_client(), clickhouse.database, metadata.get_store())
+        result = import_synapses(entry, clickhouse.get_client(), clickhouse.database, metadata.get_store(), context.log.info)
     except _ACTIONABLE as exc:
         raise failure(exc) from exc
     stats = result.filter
-    seconds = max(result.seconds, 1e-9)
     return dg.MaterializeResult(
         metadata={
             "dataset_id": str(result.dataset_id),
@@ -108,8 +119,7 @@ def synapses(
             "sample_unannotated_ids": dg.MetadataValue.json(stats.sample_unannotated_ids),
             "rows_written": dg.MetadataValue.int(result.rows_written),
             "inserts": dg.MetadataValue.int(result.inserts),
-            "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
-            "rows_per_second": dg.MetadataValue.float(round(stats.rows_read / seconds, 1)),
+            **progress_metadata(result.progress),
         },
         data_version=dg.DataVersion(result.source_version),
     )

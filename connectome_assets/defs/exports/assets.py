@@ -4,7 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from connectome_assets.defs.connectome.assets import dataset_asset, failure, neurons, synapses
+from connectome_assets.defs.connectome.assets import dataset_asset, failure, neurons, progress_metadata, synapses
 from connectome_assets.defs.resources import ClickHouseResource, MetadataResource, StorageResource
 from connectome_assets.graph.status import SourceNotUploadedError
 from connectome_assets.warehouse.article_cache import ArticleCacheError, populate_article_cache
@@ -22,7 +22,9 @@ def feature_exports(
     at `exports/<dataset>/<graph source version>/<table>.parquet` with a `manifest.json` written last.
     """
     try:
-        result = export_dataset(clickhouse.get_client(), clickhouse.database, metadata.get_store(), storage.object_store, context.partition_key)
+        result = export_dataset(
+            clickhouse.get_client(), clickhouse.database, metadata.get_store(), storage.object_store, context.partition_key, context.log.info
+        )
     except (ExportError, SourceNotUploadedError) as exc:
         raise failure(exc) from exc
     return dg.MaterializeResult(
@@ -36,7 +38,8 @@ def feature_exports(
             "row_counts": dg.MetadataValue.json({t.table: t.rows for t in result.tables}),
             "paths": dg.MetadataValue.json({t.table: t.uri for t in result.tables}),
             "bytes": dg.MetadataValue.int(sum(t.bytes for t in result.tables)),
-        }
+            **progress_metadata(result.progress),
+        },
     )
 
 
@@ -52,7 +55,7 @@ def article_cache(
     """
     try:
         result = populate_article_cache(
-            clickhouse.get_client(), clickhouse.database, metadata.get_store(), context.partition_key, Path(storage.article_cache)
+            clickhouse.get_client(), clickhouse.database, metadata.get_store(), context.partition_key, Path(storage.article_cache), context.log.info
         )
     except (ArticleCacheError, SourceNotUploadedError) as exc:
         raise failure(exc) from exc
@@ -63,5 +66,6 @@ def article_cache(
             "directory": dg.MetadataValue.path(str(result.directory)),
             "row_counts": dg.MetadataValue.json({t.table: t.rows for t in result.tables}),
             "status_rows": dg.MetadataValue.int(result.status_rows),
-        }
+            **progress_metadata(result.progress),
+        },
     )

@@ -37,7 +37,7 @@ def bottleneck_neurons(
     dataset_id = store.dataset_id(context.partition_key)
     try:
         params = BottleneckParams(min_weight=config.min_weight, small_network_threshold=config.small_network_threshold)
-        result = precompute_bottleneck_neurons(clickhouse.get_client(), clickhouse.database, store, dataset_id, params)
+        result = precompute_bottleneck_neurons(clickhouse.get_client(), clickhouse.database, store, dataset_id, params, context.log.info)
     except (ValueError, UnresolvedEndpointError, SourceNotUploadedError) as exc:
         raise failure(exc) from exc
     product = result.product
@@ -57,6 +57,7 @@ def bottleneck_neurons(
             "source_data_version": result.source_data_version,
             "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
             "phase_seconds": dg.MetadataValue.json({phase: round(seconds, 3) for phase, seconds in result.phase_seconds.items()}),
+            "read": dg.MetadataValue.json(result.read),
         },
         data_version=dg.DataVersion(result.source_data_version),
     )
