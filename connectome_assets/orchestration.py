@@ -74,6 +74,21 @@ mutation StopSensor($origin: String!, $selector: String!) {
   }
 }"""
 
+LAUNCH_RUN = """
+mutation LaunchRun($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on Error { message }
+  }
+}"""
+
+RUN_STATUS = """
+query RunStatus($id: ID!) {
+  runOrError(runId: $id) { __typename ... on Run { status } ... on Error { message } }
+}"""
+
 
 class DagsterApiError(RuntimeError):
     """The webserver could not be reached, or refused what was asked."""
@@ -194,6 +209,40 @@ class DagsterWebserver:
         if result["__typename"] == "PartitionKeysNotFoundError":
             raise DagsterApiError(f"unknown partitions {', '.join(result['partitionKeys'])}: the sensors add one per catalog entry or DVID export")
         raise DagsterApiError(f"the Dagster webserver at {self.url} refused the backfill: {result.get('message', result['__typename'])}")
+
+    def launch_run(self, job: str, partition: str, *, tags: Mapping[str, str] | None = None, run_config: Mapping[str, Any] | None = None) -> str:
+        """A run of `job` for one partition; returns its id (the queued coordinator starts it)."""
+        params = {
+            "selector": {**REPOSITORY, "jobName": job},
+            "runConfigData": dict(run_config or {}),
+            "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in {**(tags or {}), "dagster/partition": partition}.items()]},
+        }
+        result = self.query(LAUNCH_RUN, {"params": params})["launchRun"]
+        if result["__typename"] == "LaunchRunSuccess":
+            return result["run"]["runId"]
+        problems = "; ".join(e["message"] for e in result.get("errors", [])) or result.get("message", result["__typename"])
+        raise DagsterApiError(f"the Dagster webserver at {self.url} refused a run of {job} for {partition}: {problems}")
+
+    def wait_for_run(
+        self,
+        run_id: str,
+        *,
+        poll_seconds: float = 1.0,
+        timeout_seconds: float | None = None,
+        sleep: Callable[[float], Any] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> str:
+        """The run's final status (SUCCESS, FAILURE or CANCELED)."""
+        deadline = None if timeout_seconds is None else clock() + timeout_seconds
+        while True:
+            result = self.query(RUN_STATUS, {"id": run_id})["runOrError"]
+            if result["__typename"] != "Run":
+                raise DagsterApiError(f"run {run_id}: {result.get('message', result['__typename'])}")
+            if result["status"] in RUN_FINISHED:
+                return result["status"]
+            if deadline is not None and clock() > deadline:
+                raise DagsterApiError(f"run {run_id} is still {result['status']} after {timeout_seconds:.0f} s")
+            sleep(poll_seconds)
 
     def backfill(self, backfill_id: str) -> Backfill:
         result = self.query(BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]

@@ -432,3 +432,21 @@ def test_pyarrow_gcs_errors_are_transient_only_when_unavailable(fake_gcs: str, g
     with pytest.raises(FileNotFoundError) as local:
         pafs.LocalFileSystem().open_input_stream("/nonexistent/neurons.csv")
     assert not is_transient_gcs_error(local.value)
+
+
+def test_a_synapses_import_is_retried_whole_and_its_filter_counts_are_the_last_attempts(
+    clickhouse, database: str, metadata_store: MetadataStore, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connectome_assets.connectome.ingest import import_neurons, import_synapses
+    from connectome_assets.warehouse import upload
+    from connectome_assets_tests.releases import entry, write_release
+
+    monkeypatch.setattr(upload, "UPLOAD_RETRY", upload.RetryPolicy(attempts=3, first_delay=0.01))  # no real wait
+    release = entry("worm", write_release(tmp_path / "worm", [1, 2, 3], [(1, 2, 5), (2, 3, 1), (3, 9, 2)]))
+    import_neurons(release, clickhouse, database, metadata_store)
+    flaky, lines = FakeFlakyClickHouse(clickhouse, failures=1), []
+    imported = import_synapses(release, flaky, database, metadata_store, lines.append)
+    assert flaky.inserts == 2 and any("attempt 1 of 3 failed with a transient error" in line for line in lines)
+    assert (imported.rows_written, imported.filter.rows_read, imported.filter.rows_dropped) == (2, 3, 1)  # not doubled
+    assert imported.progress["rows"] == 3
+    assert metadata_store.table_state(imported.dataset_id, "synapses").row_count == 2

@@ -56,8 +56,10 @@ def import_neurons(entry: DatasetEntry, client: Client, database: str, state: Me
     model.check_connections()  # a bad weights file must stop the dataset before neurons change
     dataset_id = state.ensure_dataset(entry.name, entry.model, entry.description)
     ensure_schema(client, database)
-    # Neurons are read whole and inserted at once: one line when they are in, with the rate.
-    result = upload_table_atomically(client, database, "neurons", dataset_id, counted([neurons], progress), state)
+    # Neurons are read whole and inserted at once (a list: a transient error retries the whole
+    # attempt); one progress line when they are in, with the rate.
+    result = upload_table_atomically(client, database, "neurons", dataset_id, [neurons], state, report=report)
+    progress.advance(result.rows)
     return NeuronImport(dataset_id, version, result.rows, progress.finish())
 
 
@@ -92,8 +94,7 @@ def import_synapses(entry: DatasetEntry, client: Client, database: str, state: M
     model = entry.source_model()
     version = model.fingerprint()
     model.check_connections()
-    # Rows are read, filtered and inserted as one pipeline, so the read rate is the import's rate.
-    progress = Progress(f"{entry.name} synapses", report, total=model.connection_rows())
+    total = model.connection_rows()
     dataset_id = state.dataset_id(entry.name)
     neurons_state = state.table_state(dataset_id, "neurons")
     if neurons_state is None or neurons_state.upload_state != "uploaded":
@@ -101,7 +102,15 @@ def import_synapses(entry: DatasetEntry, client: Client, database: str, state: M
         raise NeuronsNotUploadedError(f"dataset {entry.name!r}: neurons are {shown}; materialize neurons before synapses")
     ensure_schema(client, database)
     annotated = annotated_neuron_set(client, database, dataset_id)
-    stats = EndpointFilterStats()
-    rows = annotated_connections(model, annotated, stats, progress)
-    result = upload_table_atomically(client, database, "synapses", dataset_id, rows, state)
+    attempts: list[tuple[EndpointFilterStats, Progress]] = []
+
+    def read_from_the_start() -> Iterator[pa.RecordBatch]:
+        # A fresh stream per upload attempt, so a transient error retries the whole attempt; the
+        # counts are the last attempt's. Rows are read, filtered and inserted as one pipeline, so
+        # the read rate is the import's rate.
+        attempts.append((EndpointFilterStats(), Progress(f"{entry.name} synapses", report, total=total)))
+        return annotated_connections(model, annotated, *attempts[-1])
+
+    result = upload_table_atomically(client, database, "synapses", dataset_id, read_from_the_start, state, report=report)
+    stats, progress = attempts[-1]
     return SynapseImport(dataset_id, version, annotated.size, stats, result.rows, result.inserts, progress.finish())

@@ -29,10 +29,11 @@ from connectome_assets.connectome.files import filesystem_for
 from connectome_assets.graph.status import PRODUCTS, graph_source_version, latest_status, product_problem
 from connectome_assets.metadata.store import MetadataStore
 from connectome_assets.progress import Progress, discard
+from connectome_assets.retrying import retry_call
 from connectome_assets.warehouse.client import arrow_batches
 from connectome_assets.warehouse.schema import check_identifier
 from connectome_assets.warehouse.scoped_tables import dataset_tables
-from connectome_assets.warehouse.upload import dataset_row_count, rebatch
+from connectome_assets.warehouse.upload import dataset_row_count, is_transient_upload_error, rebatch
 
 # Rows per Parquet row group, and so the most rows held in memory while a table streams.
 ROW_GROUP_ROWS = 1 << 18
@@ -172,9 +173,16 @@ def export_dataset(
     exported = []
     progress = Progress(f"{dataset} exports", report, total=sum(counts.values()), step="tables", steps_total=len(tables))
     for table in tables:
-        schema, stream = open_dataset_rows(client, database, table, dataset_id)
-        with stream as batches:
-            rows, size = write_parquet(fs, f"{base}/{table}.parquet", schema, batches, progress)
+        counted_before = progress.amount
+
+        def export_table(table: str = table, counted_before: int = counted_before) -> tuple[int, int]:
+            progress.amount = counted_before  # a retried table counts its rows once
+            schema, stream = open_dataset_rows(client, database, table, dataset_id)
+            with stream as batches:
+                return write_parquet(fs, f"{base}/{table}.parquet", schema, batches, progress)
+
+        # Safe to retry whole: the file is written under a temporary name and moved into place.
+        rows, size = retry_call(export_table, what=f"export of {dataset}.{table}", transient=is_transient_upload_error, report=report)
         exported.append(ExportedTable(table=table, uri=f"{root}/{table}.parquet", rows=rows, bytes=size))
     manifest = {
         "dataset": dataset,

@@ -201,7 +201,7 @@ def upload_table_atomically(
     insert_rows: int = DEFAULT_INSERT_ROWS,
     *,
     report: Callable[[str], Any] = _log.warning,
-    retry: RetryPolicy = UPLOAD_RETRY,
+    retry: RetryPolicy | None = None,
     sleep: Callable[[float], Any] = time.sleep,
 ) -> UploadResult:
     """The one upload path: claim the table (`uploading`), replace rows, then `uploaded` or `failed`.
@@ -225,7 +225,7 @@ def upload_table_atomically(
                 report(f"{database}.{table}: dropped {len(dropped)} staging table(s) left by an interrupted upload: {', '.join(dropped)}")
             if restartable:
                 what = f"upload of {database}.{table} for dataset {dataset_id}"
-                result = retry_call(attempt, what=what, transient=is_transient_upload_error, report=report, policy=retry, sleep=sleep)
+                result = retry_call(attempt, what=what, transient=is_transient_upload_error, report=report, policy=retry or UPLOAD_RETRY, sleep=sleep)
             else:
                 result = attempt()
     except BaseException as exc:  # interrupted uploads must leave a truthful state too

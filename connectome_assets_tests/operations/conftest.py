@@ -82,6 +82,7 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev
         # The tests launch their work by hand; automation would launch the same work beside it.
         # The home is empty until now, so the sensors have found nothing before they stop.
         webserver.stop_sensors(AUTOMATION)
+        webserver.query("mutation { setNuxSeen }")  # else a welcome modal covers the UI's pages
         assert set(webserver.sensors().items()) >= {(name, "STOPPED") for name in AUTOMATION}
         yield DagsterDev(webserver, settings, env, log)
     finally:

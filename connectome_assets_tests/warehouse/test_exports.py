@@ -180,3 +180,31 @@ def test_write_parquet_advances_the_progress_per_row_group_and_file(tmp_path: Pa
         "t exports: 0/2 tables, 10 of 20 rows (50%), 5 rows/s, ETA 2 s",
         "t exports: 1/2 tables, 10 of 20 rows (50%), 3.33 rows/s, ETA 3 s",
     ]
+
+
+def test_a_table_export_that_fails_transiently_is_retried_whole_and_counted_once(
+    clickhouse, database: str, metadata_store: MetadataStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from google.api_core.exceptions import ServiceUnavailable
+
+    deploy_two(clickhouse, database, metadata_store)
+    real_write, failed = exports.write_parquet, []
+
+    def write_failing_once(fs, path, schema, batches, progress=None):
+        """Fault injection (no real GCS can fail here on demand): the first synapses file breaks
+        after its rows were streamed and counted, as a 503 from the object store would."""
+        if path.endswith("/synapses.parquet") and not failed:
+            failed.append(path)
+            for batch in batches:
+                progress.advance(batch.num_rows, steps=0)
+            raise ServiceUnavailable("the object store is busy")
+        return real_write(fs, path, schema, batches, progress)
+
+    monkeypatch.setattr(exports, "write_parquet", write_failing_once)
+    lines: list[str] = []
+    store_uri = f"file://{tmp_path / 'objects'}"
+    result = export_dataset(clickhouse, database, metadata_store, store_uri, "alpha", lines.append)
+    assert failed and any(line.startswith("export of alpha.synapses: attempt 1 of 5 failed with a transient error (ServiceUnavailable") for line in lines)
+    assert (result.progress["rows"], result.progress["tables"]) == (10, 4)  # the retried table's rows once
+    assert {t.table: t.rows for t in result.tables}["synapses"] == 3
+    assert verify_export(clickhouse, database, metadata_store, store_uri, "alpha").ok
