@@ -44,7 +44,8 @@ class VolumeTaskSettings:
     ttl_seconds: int  # ttlSecondsAfterFinished of the Jobs
     tier_cpu: Mapping[int, str]  # memory tier (GiB) -> CPU request of a worker pod
     exports_claim: str  # PersistentVolumeClaim holding CONNECTOME_EXPORTS, mounted read-only in the pods
-    gcs_key_secret: str  # Secret with a service-account key (`key.json`) for the pods; empty: workload identity
+    gcs_key_secret: str  # Secret with a service-account key for the pods; empty: workload identity
+    gcs_key_name: str  # the key of that Secret holding the key file
 
 
 VOLUME_RUNNERS = ("local", "kubernetes")
@@ -91,6 +92,7 @@ def _volume_tasks(env: Mapping[str, str]) -> VolumeTaskSettings:
         tier_cpu=_tier_cpu(env.get("CONNECTOME_K8S_TIER_CPU")),
         exports_claim=env.get("CONNECTOME_K8S_EXPORTS_CLAIM", ""),
         gcs_key_secret=env.get("CONNECTOME_K8S_GCS_KEY_SECRET", ""),
+        gcs_key_name=env.get("CONNECTOME_K8S_GCS_KEY_NAME", "key.json"),
     )
 
 

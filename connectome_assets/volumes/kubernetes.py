@@ -20,7 +20,6 @@ from connectome_assets.volumes.plan import Manifest, PlanError
 from connectome_assets.volumes.worker import worker_command
 
 GCS_KEY_DIR = "/var/secrets/gcs"
-GCS_KEY_FILE = "key.json"
 WORKER_CONTAINER = "worker"
 _NAME_MAX = 52  # a Job's pods are named <job>-<index>-<random 5>; their label values stay within 63
 
@@ -83,9 +82,10 @@ def indexed_jobs(
         mounts: list[dict[str, Any]] = []
         volumes: list[dict[str, Any]] = []
         if settings.gcs_key_secret:
-            container_env.append({"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": f"{GCS_KEY_DIR}/{GCS_KEY_FILE}"})
+            key = settings.gcs_key_name
+            container_env.append({"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": f"{GCS_KEY_DIR}/{key}"})
             mounts.append({"name": "gcs-key", "mountPath": GCS_KEY_DIR, "readOnly": True})
-            volumes.append({"name": "gcs-key", "secret": {"secretName": settings.gcs_key_secret, "items": [{"key": GCS_KEY_FILE, "path": GCS_KEY_FILE}]}})
+            volumes.append({"name": "gcs-key", "secret": {"secretName": settings.gcs_key_secret, "items": [{"key": key, "path": key}]}})
         if settings.exports_claim:
             # DVID shards are read by local path: the pods see the exports where the planner did
             mounts.append({"name": "exports", "mountPath": exports_path, "readOnly": True})

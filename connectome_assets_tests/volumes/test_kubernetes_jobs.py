@@ -40,6 +40,7 @@ def kubernetes_settings(**changes):
         "CONNECTOME_K8S_TIER_CPU": json.dumps({"4": "1", "8": "2", "16": "2", "24": "4", "32": "8"}),
         "CONNECTOME_K8S_EXPORTS_CLAIM": "dvid-exports",
         "CONNECTOME_K8S_GCS_KEY_SECRET": "prod-gcs-key",
+        "CONNECTOME_K8S_GCS_KEY_NAME": "sa.json",
     }
     return dataclasses.replace(load_settings(env).volume_tasks, **changes)
 
@@ -67,11 +68,11 @@ def test_one_indexed_job_per_tier_slice_validates_strictly() -> None:
         cpu = {4: "1", 8: "2", 16: "2", 32: "8"}[tier]
         assert container["resources"] == {"requests": {"cpu": cpu, "memory": f"{tier}Gi"}, "limits": {"memory": f"{tier}Gi"}}
         env = {e["name"]: e["value"] for e in container["env"]}
-        assert env == {**PIPES_ENV, "GOOGLE_APPLICATION_CREDENTIALS": "/var/secrets/gcs/key.json"}
+        assert env == {**PIPES_ENV, "GOOGLE_APPLICATION_CREDENTIALS": "/var/secrets/gcs/sa.json"}
         assert {"name": "exports", "mountPath": "/opt/dagster/data/exports", "readOnly": True} in container["volumeMounts"]
         volumes = {v["name"]: v for v in pod["volumes"]}
         assert volumes["exports"]["persistentVolumeClaim"] == {"claimName": "dvid-exports", "readOnly": True}
-        assert volumes["gcs-key"]["secret"]["secretName"] == "prod-gcs-key"
+        assert volumes["gcs-key"]["secret"] == {"secretName": "prod-gcs-key", "items": [{"key": "sa.json", "path": "sa.json"}]}
         labels = spec["template"]["metadata"]["labels"]
         assert labels["app.kubernetes.io/component"] == "volume-worker" and labels["dagster/run-id"].startswith("0f3a9c1e")
     # every task is run by exactly one pod: offset + JOB_COMPLETION_INDEX covers 0..n-1 once

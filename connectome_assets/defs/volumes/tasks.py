@@ -13,6 +13,7 @@ log lines reach the run log and their per-shard and per-task payloads come back 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ from dagster._core.pipes.utils import extract_message_or_forward_to_stdout  # th
 from dagster_pipes import PipesDefaultMessageWriter
 from pydantic import Field
 
-from connectome_assets.settings import VolumeTaskSettings
+from connectome_assets.settings import DEFAULT_TIER_CPU, VolumeTaskSettings
 from connectome_assets.volumes.build import TaskRunner
 from connectome_assets.volumes.plan import Manifest
 from connectome_assets.volumes.worker import SHARD, TaskResult, TasksFailed, pool_size, read_worker_message, run_task_processes
@@ -115,41 +116,20 @@ class VolumeTasksResource(dg.ConfigurableResource):
     parallelism: int = Field(default=16, description="Pods of one Job at once.")
     retries_per_task: int = Field(default=1, description="backoffLimitPerIndex: retries of one task's pod.")
     ttl_seconds: int = Field(default=86400, description="ttlSecondsAfterFinished of the Jobs.")
-    tier_cpu: dict[str, str] = Field(default_factory=dict, description="CPU request per memory tier (GiB), e.g. {'16': '2'}.")
+    tier_cpu: dict[str, str] = Field(default_factory=lambda: {str(t): cpu for t, cpu in DEFAULT_TIER_CPU.items()}, description="CPU request per memory tier (GiB), e.g. {'16': '2'}.")
     exports_claim: str = Field(default="", description="PersistentVolumeClaim with the DVID exports, mounted read-only at the exports path.")
-    gcs_key_secret: str = Field(default="", description="Secret holding key.json for the pods' GCS access; empty: workload identity.")
+    gcs_key_secret: str = Field(default="", description="Secret holding a service-account key for the pods' GCS access; empty: workload identity.")
+    gcs_key_name: str = Field(default="key.json", description="The key of that Secret holding the key file.")
     poll_seconds: float = Field(default=5.0, description="How often the Jobs and their pods are looked at.")
 
     @classmethod
     def from_settings(cls, settings: VolumeTaskSettings) -> VolumeTasksResource:
-        return cls(
-            runner=settings.runner,
-            local_workers=settings.local_workers,
-            image=settings.image,
-            namespace=settings.namespace,
-            service_account=settings.service_account,
-            parallelism=settings.parallelism,
-            retries_per_task=settings.retries_per_task,
-            ttl_seconds=settings.ttl_seconds,
-            tier_cpu={str(tier): cpu for tier, cpu in settings.tier_cpu.items()},
-            exports_claim=settings.exports_claim,
-            gcs_key_secret=settings.gcs_key_secret,
-        )
+        return cls(**{**dataclasses.asdict(settings), "tier_cpu": {str(tier): cpu for tier, cpu in settings.tier_cpu.items()}})
 
     def job_settings(self) -> VolumeTaskSettings:
-        return VolumeTaskSettings(
-            runner=self.runner,
-            local_workers=self.local_workers,
-            image=self.image,
-            namespace=self.namespace,
-            service_account=self.service_account,
-            parallelism=self.parallelism,
-            retries_per_task=self.retries_per_task,
-            ttl_seconds=self.ttl_seconds,
-            tier_cpu={int(tier): cpu for tier, cpu in self.tier_cpu.items()},
-            exports_claim=self.exports_claim,
-            gcs_key_secret=self.gcs_key_secret,
-        )
+        """The same values as the library's settings (pydantic config keys are strings: tiers back to ints)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(VolumeTaskSettings)}
+        return VolumeTaskSettings(**{**values, "tier_cpu": {int(tier): cpu for tier, cpu in self.tier_cpu.items()}})
 
     def kubernetes_apis(self) -> tuple[Any, Any]:
         """BatchV1Api and CoreV1Api: in-cluster (a run pod), else the local kubeconfig."""
