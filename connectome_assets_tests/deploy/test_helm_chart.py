@@ -286,7 +286,7 @@ def test_env_config_map_configures_the_code(which, default_docs, production_docs
     assert unread == []
     settings = load_settings(env)
     tasks = settings.volume_tasks
-    assert tasks.runner == "kubernetes"
+    assert tasks.runner == ("kubernetes" if which == "production" else "local")
     assert tasks.image == container(one(docs, "Deployment", f"{RELEASE}-connectome-assets-user-code"))["image"]
     launcher = instance_yaml(docs)["run_launcher"]["config"]
     assert tasks.namespace == launcher["job_namespace"]
@@ -404,6 +404,19 @@ def test_schema_rejects_nonsense(chart, values, message):
     with pytest.raises(helm.HelmValuesError) as raised:
         chart.render(values, name=RELEASE, namespace=NAMESPACE)
     assert "values don't meet the specifications of the schema" in str(raised.value)
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"volumes": {"runner": "kubernetes"}}, "volumes.runner kubernetes needs a gs:// connectome.objectStore"),
+        ({"connectome": {"clickhouse": {"host": ""}}}, "connectome.clickhouse.host is empty and clickhouse.install is false"),
+    ],
+)
+def test_render_refuses_inconsistent_values(chart, values, message):
+    with pytest.raises(helm.HelmRenderError) as raised:
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
     assert message in str(raised.value)
 
 
