@@ -201,7 +201,8 @@ def run_task_processes(
 
 
 class LocalTaskRunner:
-    """Every task of a manifest as a local process of the worker entry point (plain JSON lines)."""
+    """Every task of a manifest as a local process of the worker entry point (plain JSON lines), at
+    most `workers` at once (default: by cores and memory); with one worker, in this process."""
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers
@@ -228,7 +229,7 @@ class LocalTaskRunner:
 
         indices = range(len(manifest.tasks))
         codes = run_task_processes(manifest_url, indices, workers, on_line)
-        failed = [index for index in indices if codes[index] != 0]
+        failed = [index for index in indices if codes[index] != 0 or index not in results]
         if failed:
             said = "; ".join(f"task {i} exited with {codes[i]}: {' '.join(last_words.get(i, [])[-3:]) or 'no output'}" for i in failed)
             raise TasksFailed(f"{manifest_url}: {len(failed)} of {len(manifest.tasks)} tasks failed ({said})")
