@@ -145,6 +145,8 @@ class VolumeTasksResource(dg.ConfigurableResource):
         """The `build_scale` runner for this asset's run."""
 
         def run(manifest_url: str, manifest: Manifest, on_shard: Callable[[dict], None]) -> list[TaskResult]:
+            if not manifest.tasks:  # every shard already written (only_missing): nothing to launch
+                return []
             if self.runner == "kubernetes":
                 from connectome_assets.defs.volumes.indexed_jobs import run_indexed_jobs  # the kubernetes client loads only here
 
