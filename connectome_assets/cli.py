@@ -315,6 +315,7 @@ def volume_command(settings: Settings, args: argparse.Namespace) -> int:
     from connectome_assets.volumes.build import build_scale, dvid_scales, plan_scale, prepare_volume, verify_whole_scale
     from connectome_assets.volumes.plan import PlanError, tier_table
     from connectome_assets.volumes.precomputed import VolumeSpecError, destination_url, neuroglancer_link
+    from connectome_assets.volumes.worker import LocalTaskRunner
 
     scales = args.scales if args.scales is not None else dvid_scales(args.export_dir)
     order = [*scales, *args.downres]
@@ -339,13 +340,15 @@ def volume_command(settings: Settings, args: argparse.Namespace) -> int:
     url = destination_url(args.dest) if args.action == "verify" else prepare_volume(args.export_dir, args.dest, args.spec, args.z_compress)[0]
     if args.action == "plan":
         for scale in order:
-            path = plan_scale(args.export_dir, url, scale, only_missing=args.only_missing, **options).save(work_dir / f"manifest-s{scale}.json")
-            print(f"scale {scale}: manifest {path}")
+            saved = plan_scale(args.export_dir, url, scale, only_missing=args.only_missing, **options).save(work_dir / f"manifest-s{scale}.json")
+            print(f"scale {scale}: manifest {saved}")
         return 0
     failed = False
     for scale in order:
         if args.action == "run":
-            build = build_scale(args.export_dir, url, scale, work_dir, only_missing=args.only_missing, workers=args.workers, **options)
+            build = build_scale(
+                args.export_dir, url, scale, str(work_dir / f"manifest-s{scale}.json"), only_missing=args.only_missing, run_tasks=LocalTaskRunner(args.workers), **options
+            )
             check, validation = build.verification, build.validation
             rate = build.voxels / max(build.seconds, 1e-9) / 1e6
             print(f"scale {scale} ({build.kind}): {build.planned_shards} shards, {build.chunks_written:,} chunks written, {rate:,.1f} Mvox/s")
@@ -486,12 +489,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             from connectome_assets.volumes.plan import PlanError
             from connectome_assets.volumes.precomputed import VolumeSpecError
             from connectome_assets.volumes.shard_reader import ShardFormatError
+            from connectome_assets.volumes.worker import TasksFailed
 
             try:
                 return volume_command(settings, args)
             except (PlanError, VolumeSpecError, ShardFormatError) as exc:
                 print(f"connectome: {exc}", file=sys.stderr)
                 return 2
+            except TasksFailed as exc:
+                print(f"connectome: {exc}", file=sys.stderr)
+                return 1
         if args.command == "registry":
             return run_registry_command(settings, args)
         if args.command == "demo":

@@ -7,6 +7,7 @@ local files) so a laptop runs the same code as production with no servers instal
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +31,28 @@ class RegistrySettings:
 
 
 @dataclass(frozen=True)
+class VolumeTaskSettings:
+    """How the volume worker's tasks run: local processes, or Kubernetes Indexed Jobs."""
+
+    runner: str  # "local" (subprocesses of the worker entry point) or "kubernetes" (Indexed Jobs)
+    local_workers: int  # processes at once locally; 0: sized by the cores and the tasks' memory
+    image: str  # the worker pods' image (the user-code image)
+    namespace: str  # where the Jobs are created; empty: the namespace the run pod is in
+    service_account: str  # of the worker pods (GCS access by workload identity); empty: the namespace default
+    parallelism: int  # pods of one Job at once
+    retries_per_task: int  # backoffLimitPerIndex: pod retries of one task index
+    ttl_seconds: int  # ttlSecondsAfterFinished of the Jobs
+    tier_cpu: Mapping[int, str]  # memory tier (GiB) -> CPU request of a worker pod
+    exports_claim: str  # PersistentVolumeClaim holding CONNECTOME_EXPORTS, mounted read-only in the pods
+    gcs_key_secret: str  # Secret with a service-account key for the pods; empty: workload identity
+    gcs_key_name: str  # the key of that Secret holding the key file
+
+
+VOLUME_RUNNERS = ("local", "kubernetes")
+DEFAULT_TIER_CPU = {4: "1", 8: "2", 16: "2", 24: "4", 32: "4"}
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     clickhouse_url: str
@@ -42,6 +65,36 @@ class Settings:
     article_cache: Path  # local Parquet cache of derived products (`connectome cache populate`)
     registry: RegistrySettings
     dagster_url: str  # the Dagster webserver `connectome backfill` talks to (`make dev`, or the chart's, port-forwarded)
+    volume_tasks: VolumeTaskSettings
+
+
+def _tier_cpu(text: str | None) -> dict[int, str]:
+    if not text:
+        return dict(DEFAULT_TIER_CPU)
+    try:
+        return {int(tier): str(cpu) for tier, cpu in json.loads(text).items()}
+    except (ValueError, AttributeError) as exc:
+        raise ValueError(f'CONNECTOME_K8S_TIER_CPU must be a JSON object of memory tier (GiB) to CPU, like {{"4": "1"}}, not {text!r} ({exc})') from None
+
+
+def _volume_tasks(env: Mapping[str, str]) -> VolumeTaskSettings:
+    runner = env.get("CONNECTOME_VOLUME_RUNNER", "local")
+    if runner not in VOLUME_RUNNERS:
+        raise ValueError(f"CONNECTOME_VOLUME_RUNNER is {runner!r}; it must be one of {', '.join(VOLUME_RUNNERS)}")
+    return VolumeTaskSettings(
+        runner=runner,
+        local_workers=int(env.get("CONNECTOME_VOLUME_WORKERS", "0")),
+        image=env.get("CONNECTOME_K8S_IMAGE", ""),
+        namespace=env.get("CONNECTOME_K8S_NAMESPACE", ""),
+        service_account=env.get("CONNECTOME_K8S_SERVICE_ACCOUNT", ""),
+        parallelism=int(env.get("CONNECTOME_K8S_PARALLELISM", "16")),
+        retries_per_task=int(env.get("CONNECTOME_K8S_RETRIES_PER_TASK", "1")),
+        ttl_seconds=int(env.get("CONNECTOME_K8S_TTL_SECONDS", "86400")),
+        tier_cpu=_tier_cpu(env.get("CONNECTOME_K8S_TIER_CPU")),
+        exports_claim=env.get("CONNECTOME_K8S_EXPORTS_CLAIM", ""),
+        gcs_key_secret=env.get("CONNECTOME_K8S_GCS_KEY_SECRET", ""),
+        gcs_key_name=env.get("CONNECTOME_K8S_GCS_KEY_NAME", "key.json"),
+    )
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -71,4 +124,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             gcs_endpoint=env.get("CONNECTOME_REGISTRY_GCS_ENDPOINT", "https://storage.googleapis.com"),
         ),
         dagster_url=env.get("CONNECTOME_DAGSTER_URL", "http://127.0.0.1:3000"),
+        volume_tasks=_volume_tasks(env),
     )

@@ -10,6 +10,7 @@ from clickhouse_connect.driver.client import Client
 from pydantic import Field
 
 from connectome_assets.connectome.catalog import DatasetEntry, entry_digest, list_dataset_names, load_entry, sources_version
+from connectome_assets.defs.volumes.tasks import VolumeTasksResource
 from connectome_assets.metadata.store import MetadataStore
 from connectome_assets.registry.client import LocalRegistryClient, RegistryClient
 from connectome_assets.registry.config import allowed_roots, in_process_client
@@ -74,10 +75,13 @@ class VolumesResource(dg.ConfigurableResource):
 
     exports: str = Field(description="Folder watched for DVID export-shards output (one sub-folder per export).")
     destination_root: str = Field(description="file:///abs/path or gs://bucket/prefix; each export's volume goes under it by name.")
-    work_dir: str = Field(description="Local folder for manifests.")
+    manifests: str = Field(description="file:///abs/path or gs://bucket/prefix of the scale manifests (where worker pods read them).")
 
     def export_dir(self, name: str) -> Path:
         return Path(self.exports) / name
+
+    def manifest_url(self, name: str, scale: int) -> str:
+        return f"{self.manifests.rstrip('/')}/{name}/manifest-s{scale}.json"
 
     def destination(self, name: str) -> str:
         return f"{self.destination_root.rstrip('/')}/{name}"
@@ -116,6 +120,9 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             roots=list(allowed_roots(settings.object_store, settings.registry.roots)),
         ),
         "volumes": VolumesResource(
-            exports=str(settings.exports), destination_root=f"{settings.object_store.rstrip('/')}/volumes", work_dir=str(settings.home / "volumes")
+            exports=str(settings.exports),
+            destination_root=f"{settings.object_store.rstrip('/')}/volumes",
+            manifests=f"{settings.object_store.rstrip('/')}/volume-manifests",
         ),
+        "volume_tasks": VolumeTasksResource.from_settings(settings.volume_tasks),
     }

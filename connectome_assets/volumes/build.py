@@ -4,6 +4,10 @@
     build_scale      plan (DVID shards of s<k>/, or downres from k−1) -> run the tasks -> verify
                      every planned shard and a sample of chunks; the next scale is built only on a
                      verified one (the caller stops on a failed verification)
+
+How the tasks run is the caller's `TaskRunner`: local processes (`worker.LocalTaskRunner`, the
+CLI), or, in Dagster, local processes or Kubernetes Indexed Jobs inside a Pipes session
+(`defs/volumes/tasks.py`). Planning, progress and verification stay this one path.
 """
 
 from __future__ import annotations
@@ -11,14 +15,17 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from connectome_assets.progress import Progress
 
 from connectome_assets.volumes.plan import Manifest, PlanError, plan_downres_scale, plan_dvid_scale
 from connectome_assets.volumes.precomputed import destination_url, info_from_spec, load_spec, read_info, scales_of, write_info
 from connectome_assets.volumes.verify import DvidValidation, ScaleVerification, validate_dvid, verify_scale
-from connectome_assets.volumes.worker import TaskResult, run_manifest
+from connectome_assets.volumes.worker import LocalTaskRunner, TaskResult
 
 _SCALE_DIR = re.compile(r"^s(\d+)$")
 
@@ -48,16 +55,24 @@ def prepare_volume(export_dir: str | Path, dest: str, spec_path: str | Path | No
     return url, info
 
 
+class TaskRunner(Protocol):
+    """Runs every task of a saved manifest, calling `on_shard` with each finished shard's line;
+    raises `worker.TasksFailed` naming the tasks that failed."""
+
+    def __call__(self, manifest_url: str, manifest: Manifest, on_shard: Callable[[dict], None]) -> list[TaskResult]: ...
+
+
 @dataclass
 class ScaleBuild:
     scale: int
     kind: str
-    manifest_path: Path
+    manifest_url: str
     planned_shards: int
     results: list[TaskResult]
     verification: ScaleVerification
     validation: DvidValidation | None
     seconds: float
+    progress: dict[str, Any]  # the run's figures: voxels, shards, seconds, voxels_per_second
 
     @property
     def ok(self) -> bool:
@@ -83,23 +98,35 @@ def build_scale(
     export_dir: str | Path,
     dest_url: str,
     scale: int,
-    work_dir: str | Path,
+    manifest_url: str,
     *,
     supervoxels: bool = False,
     z_compress: int = 0,
     rule: str = "tensorstore",
     only_missing: bool = True,
-    workers: int | None = None,
+    run_tasks: TaskRunner | None = None,
+    report: Callable[[str], Any] = print,
 ) -> ScaleBuild:
     """Plan, run and verify one scale. Shards already written are skipped (`only_missing`), so a
-    rerun after a failure finishes the job; verification always covers the whole scale."""
+    rerun after a failure finishes the job; verification always covers the whole scale. The manifest
+    is saved at `manifest_url` (a path, `file://` or `gs://`: where the workers read it); progress
+    lines (shards done of planned, voxels/s, ETA) go to `report`."""
     started = time.perf_counter()
     options = {"supervoxels": supervoxels, "z_compress": z_compress, "rule": rule}
     manifest = plan_scale(export_dir, dest_url, scale, only_missing=only_missing, **options)
-    path = manifest.save(Path(work_dir) / f"manifest-s{scale}.json")
-    results = run_manifest(str(path), workers)
+    url = manifest.save(manifest_url)
+    progress = Progress(f"scale {scale}", report, unit="voxels", step="shards", steps_total=len(manifest.shards))
+    done: set[str] = set()
+
+    def on_shard(line: dict) -> None:
+        if line["shard"] not in done:  # a retried task reports its shards again
+            done.add(line["shard"])
+            progress.advance(line.get("voxels", line.get("input_voxels", 0)))
+
+    results = (run_tasks or LocalTaskRunner())(url, manifest, on_shard)
+    figures = progress.finish()
     verification, validation, whole = verify_whole_scale(export_dir, dest_url, scale, **options)
-    return ScaleBuild(scale, whole.kind, path, len(whole.shards), results, verification, validation, time.perf_counter() - started)
+    return ScaleBuild(scale, whole.kind, url, len(whole.shards), results, verification, validation, time.perf_counter() - started, figures)
 
 
 def verify_whole_scale(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import posixpath
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 import tensorstore as ts
 
+from connectome_assets.connectome.files import filesystem_for
 from connectome_assets.volumes.precomputed import CHUNK, Scale, kvstore_spec, read_info, scales_of, shard_files
 from connectome_assets.volumes.s0 import expected_output_shard
 from connectome_assets.volumes.sharding import (
@@ -85,20 +87,27 @@ class Manifest:
     def shards(self) -> list[ShardJob]:
         return [job for task in self.tasks for job in task.shards]
 
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=1))
-        return path
+    def save(self, url: str | Path) -> str:
+        """Write the manifest to a local path, `file://…` or `gs://…` (where worker pods can read it); returns where."""
+        fs, path = filesystem_for(str(url))
+        try:
+            fs.create_dir(posixpath.dirname(path), recursive=True)
+            with fs.open_output_stream(path) as out:
+                out.write(json.dumps(asdict(self), indent=1).encode())
+        except OSError as exc:
+            raise PlanError(f"{url}: cannot write the manifest ({exc})") from None
+        return str(url)
 
     @classmethod
-    def load(cls, path: str | Path) -> Manifest:
+    def load(cls, url: str | Path) -> Manifest:
         try:
-            raw = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise PlanError(f"{path}: cannot read the manifest ({exc})") from None
-        tasks = [Task(t["tier_gib"], [ShardJob(**s) for s in t["shards"]]) for t in raw.pop("tasks")]
-        return cls(tasks=tasks, **raw)
+            fs, path = filesystem_for(str(url))
+            with fs.open_input_stream(path) as stream:
+                raw = json.loads(stream.read())
+            tasks = [Task(t["tier_gib"], [ShardJob(**s) for s in t["shards"]]) for t in raw.pop("tasks")]
+            return cls(tasks=tasks, **raw)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise PlanError(f"{url}: cannot read the manifest ({exc})") from None
 
 
 def tier_for(memory_bytes: int, tiers_gib: Sequence[int] = TIERS_GIB) -> int:

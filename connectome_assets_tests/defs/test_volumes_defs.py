@@ -44,7 +44,7 @@ def test_volume_job_builds_and_verifies_every_scale(settings: Settings) -> None:
     assert events["ng_scale_0"]["source"].value == "dvid" and events["ng_scale_2"]["source"].value == "downres"
     assert events["ng_scale_5"]["status"].value == "not in this volume's spec"
     assert events["ng_info"]["neuroglancer"].value.startswith("precomputed://file://")
-    dest = VolumesResource(exports="", destination_root=f"{settings.object_store}/volumes", work_dir="").destination("demo-export") + "/"
+    dest = VolumesResource(exports="", destination_root=f"{settings.object_store}/volumes", manifests="").destination("demo-export") + "/"
     assert np.array_equal(open_scale(dest, 0)[:, :, :, 0].read().result(), volume.transpose(2, 1, 0))
 
 
@@ -67,7 +67,7 @@ def instance():
 
 
 def tick(instance: dg.DagsterInstance, root: Path, cursor: str | None) -> dg.SensorResult:
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"volumes": VolumesResource(exports=str(root), destination_root="file:///x", work_dir="/x")})
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"volumes": VolumesResource(exports=str(root), destination_root="file:///x", manifests="file:///x")})
     result = dvid_export_sensor(context)
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))

@@ -11,7 +11,7 @@ from connectome_assets.volumes.plan import Manifest, PlanError, plan_downres_sca
 from connectome_assets.volumes.precomputed import destination_url, info_from_spec, open_scale, scales_of, shard_files, write_info
 from connectome_assets.volumes.verify import reference_mode, validate_dvid, verify_scale
 from connectome_assets.volumes.worker import main as worker_main
-from connectome_assets.volumes.worker import run_manifest, run_task
+from connectome_assets.volumes.worker import TasksFailed, run_manifest, run_task
 from connectome_assets.volumes.synthetic import write_export_scale
 from connectome_assets_tests.volumes.test_s0 import labelled_volume, small_spec
 
@@ -116,3 +116,17 @@ def test_cli_runs_and_verifies_scales(built, monkeypatch: pytest.MonkeyPatch, ca
     assert "no scales" in capsys.readouterr().err
     assert main(["volume", "run", str(export), out, "--spec", str(tmp / "missing.json")]) == 2
     assert "cannot read the volume spec" in capsys.readouterr().err
+
+
+def test_local_processes_run_every_task_and_name_the_failed_one(built) -> None:
+    info, _, export, dest, tmp = built
+    broken = sorted((export / "s0").glob("*.arrow"))[0]
+    broken.write_bytes(b"not an arrow file")  # planning reads names and indexes; the worker reads the shard
+    manifest = plan_dvid_scale(export, dest, 0, shards_per_task=1)
+    (bad,) = [i for i, task in enumerate(manifest.tasks) if task.shards[0].source == str(broken)]
+    shards: list[str] = []
+    with pytest.raises(TasksFailed, match=rf"1 of {len(manifest.tasks)} tasks failed \(task {bad} exited with 1: worker: .*{broken.name}"):
+        run_manifest(manifest.save(tmp / "m0.json"), workers=2, on_shard=lambda line: shards.append(line["shard"]))
+    # the other tasks ran to the end, each shard reported once as it finished
+    assert sorted(shards) == sorted(job.output_file for i, task in enumerate(manifest.tasks) if i != bad for job in task.shards)
+    assert not verify_scale(manifest).ok

@@ -7,8 +7,6 @@ mode from the scale below. There are `MAX_SCALES` scale assets (the male CNS spe
 volume whose spec has fewer scales materializes the rest as "not in this volume's spec".
 """
 
-from pathlib import Path
-
 import dagster as dg
 from pydantic import Field
 
@@ -16,14 +14,16 @@ from connectome_assets.defs.automation import BEHIND_VERIFIED_UPSTREAM
 from connectome_assets.defs.connectome.assets import failure
 from connectome_assets.defs.resources import VolumesResource
 from connectome_assets.defs.volumes.partitions import dvid_exports_partitions
+from connectome_assets.defs.volumes.tasks import VolumeTasksResource
 from connectome_assets.volumes.build import build_scale, prepare_volume
 from connectome_assets.volumes.downres import RULES
 from connectome_assets.volumes.plan import PlanError
 from connectome_assets.volumes.precomputed import VolumeSpecError, neuroglancer_link, read_info
 from connectome_assets.volumes.shard_reader import ShardFormatError
+from connectome_assets.volumes.worker import TasksFailed
 
 MAX_SCALES = 12
-_ACTIONABLE = (PlanError, VolumeSpecError, ShardFormatError, ValueError)
+_ACTIONABLE = (PlanError, VolumeSpecError, ShardFormatError, TasksFailed, ValueError)
 
 
 class VolumeConfig(dg.Config):
@@ -60,6 +60,17 @@ def ng_info(context: dg.AssetExecutionContext, config: VolumeConfig, volumes: Vo
     )
 
 
+TASK_TABLE = dg.TableSchema(
+    columns=[
+        dg.TableColumn("task", "int"),
+        dg.TableColumn("shards", "int"),
+        dg.TableColumn("chunks_written", "int"),
+        dg.TableColumn("voxels", "int"),
+        dg.TableColumn("seconds", "float"),
+    ]
+)
+
+
 def build_scale_asset(scale: int, upstream: dg.AssetsDefinition) -> dg.AssetsDefinition:
     @volume_asset(
         f"ng_scale_{scale}",
@@ -67,7 +78,7 @@ def build_scale_asset(scale: int, upstream: dg.AssetsDefinition) -> dg.AssetsDef
         f"Scale {scale} of the neuroglancer volume: the export's s{scale}/ DVID shards when it has them, else 2×2×2 mode of scale {scale - 1};"
         " one tensorstore transaction per output shard; every shard and a sample of chunks verified.",
     )
-    def _scale(context: dg.AssetExecutionContext, config: VolumeConfig, volumes: VolumesResource) -> dg.MaterializeResult:
+    def _scale(context: dg.AssetExecutionContext, config: VolumeConfig, volumes: VolumesResource, volume_tasks: VolumeTasksResource) -> dg.MaterializeResult:
         name = context.partition_key
         dest = volumes.destination(name) + "/"
         try:
@@ -78,25 +89,34 @@ def build_scale_asset(scale: int, upstream: dg.AssetsDefinition) -> dg.AssetsDef
                 volumes.export_dir(name),
                 dest,
                 scale,
-                Path(volumes.work_dir) / name,
+                volumes.manifest_url(name, scale),
                 supervoxels=config.supervoxels,
                 z_compress=config.z_compress,
                 rule=config.rule,
                 only_missing=config.only_missing,
+                run_tasks=volume_tasks.task_runner(context, volumes.exports),
+                report=context.log.info,
             )
         except _ACTIONABLE as exc:
             raise failure(exc) from exc
-        seconds = max(built.seconds, 1e-9)
         return dg.MaterializeResult(
             metadata={
                 "status": "built",
                 "source": built.kind,
                 "key": info["scales"][scale]["key"],
+                "runner": volume_tasks.runner,
                 "output_shards": dg.MetadataValue.int(built.planned_shards),
                 "shards_written_now": dg.MetadataValue.int(sum(r.shards for r in built.results)),
                 "chunks_written_now": dg.MetadataValue.int(built.chunks_written),
-                "voxels_per_second": dg.MetadataValue.float(round(built.voxels / seconds, 1)),
-                "manifest": dg.MetadataValue.path(str(built.manifest_path)),
+                "voxels_per_second": dg.MetadataValue.float(float(built.progress["voxels_per_second"] or 0.0)),
+                "tasks": dg.MetadataValue.table(
+                    [
+                        dg.TableRecord({"task": r.task, "shards": r.shards, "chunks_written": r.chunks_written, "voxels": r.voxels, "seconds": round(r.seconds, 2)})
+                        for r in built.results
+                    ],
+                    schema=TASK_TABLE,
+                ),
+                "manifest": dg.MetadataValue.url(built.manifest_url),
                 "verified": built.ok,
                 "neuroglancer": dg.MetadataValue.url(neuroglancer_link(dest)),
                 "seconds": dg.MetadataValue.float(round(built.seconds, 3)),

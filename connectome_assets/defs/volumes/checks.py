@@ -1,7 +1,5 @@
 """Blocking `scale_complete` checks: the next scale never builds on an incomplete one."""
 
-from pathlib import Path
-
 import dagster as dg
 
 from connectome_assets.defs.automation import WITH_ITS_ASSET
@@ -29,7 +27,7 @@ def build_scale_check(asset: dg.AssetsDefinition, scale: int) -> dg.AssetChecksD
         try:
             if scale >= len(read_info(dest)["scales"]):
                 return dg.AssetCheckResult(passed=True, description="not in this volume's spec")
-            built = Manifest.load(Path(volumes.work_dir) / name / f"manifest-s{scale}.json")  # the options the scale was built with
+            built = Manifest.load(volumes.manifest_url(name, scale))  # the options the scale was built with
             verification, validation, _ = verify_whole_scale(
                 volumes.export_dir(name), dest, scale, supervoxels=built.supervoxels, z_compress=built.z_compress, rule=built.rule
             )
