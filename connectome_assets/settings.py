@@ -49,7 +49,13 @@ class VolumeTaskSettings:
 
 
 VOLUME_RUNNERS = ("local", "kubernetes")
+# The memory tiers (GiB) of every pod the platform sizes: volume worker tasks and step pods.
+MEMORY_TIERS_GIB = (4, 8, 16, 24, 32)
 DEFAULT_TIER_CPU = {4: "1", 8: "2", 16: "2", 24: "4", 32: "4"}
+EXECUTORS = ("multiprocess", "k8s")
+# Memory tier of a step pod per stage (the asset group) under the k8s executor: the import holds
+# the annotated-id set and ~1 Mi-row batches in flight, the graph stage the whole edge list.
+DEFAULT_STAGE_MEMORY_GIB = {"connectome": 16, "graph": 16, "exports": 8, "registry": 4, "volumes": 4}
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,8 @@ class Settings:
     registry: RegistrySettings
     dagster_url: str  # the Dagster webserver `connectome backfill` talks to (`make dev`, or the chart's, port-forwarded)
     volume_tasks: VolumeTaskSettings
+    executor: str  # "multiprocess" (one process per step, here) or "k8s" (one pod per step, sized by its stage)
+    stage_memory_gib: Mapping[str, int]  # stage (asset group) -> memory tier of its step pods under "k8s"
 
 
 def _tier_cpu(text: str | None) -> dict[int, str]:
@@ -77,10 +85,25 @@ def _tier_cpu(text: str | None) -> dict[int, str]:
         raise ValueError(f'CONNECTOME_K8S_TIER_CPU must be a JSON object of memory tier (GiB) to CPU, like {{"4": "1"}}, not {text!r} ({exc})') from None
 
 
+def _stage_memory(text: str | None) -> dict[str, int]:
+    if not text:
+        return dict(DEFAULT_STAGE_MEMORY_GIB)
+    try:
+        given = {str(stage): int(gib) for stage, gib in json.loads(text).items()}
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise ValueError(f'CONNECTOME_K8S_STAGE_MEMORY must be a JSON object of stage to memory tier (GiB), like {{"connectome": 16}}, not {text!r} ({exc})') from None
+    unknown = sorted(set(given) - set(DEFAULT_STAGE_MEMORY_GIB))
+    off_tier = sorted(f"{stage}={gib}" for stage, gib in given.items() if gib not in MEMORY_TIERS_GIB)
+    if unknown or off_tier:
+        raise ValueError(
+            f"CONNECTOME_K8S_STAGE_MEMORY: stages are {', '.join(DEFAULT_STAGE_MEMORY_GIB)} and tiers {'/'.join(map(str, MEMORY_TIERS_GIB))} GiB"
+            f" ({'unknown ' + ', '.join(unknown) if unknown else ''}{'; ' if unknown and off_tier else ''}{'not a tier: ' + ', '.join(off_tier) if off_tier else ''})"
+        )
+    return {**DEFAULT_STAGE_MEMORY_GIB, **given}
+
+
 def _volume_tasks(env: Mapping[str, str]) -> VolumeTaskSettings:
-    runner = env.get("CONNECTOME_VOLUME_RUNNER", "local")
-    if runner not in VOLUME_RUNNERS:
-        raise ValueError(f"CONNECTOME_VOLUME_RUNNER is {runner!r}; it must be one of {', '.join(VOLUME_RUNNERS)}")
+    runner = _choice(env, "CONNECTOME_VOLUME_RUNNER", "local", VOLUME_RUNNERS)
     return VolumeTaskSettings(
         runner=runner,
         local_workers=int(env.get("CONNECTOME_VOLUME_WORKERS", "0")),
@@ -125,4 +148,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         dagster_url=env.get("CONNECTOME_DAGSTER_URL", "http://127.0.0.1:3000"),
         volume_tasks=_volume_tasks(env),
+        executor=_choice(env, "CONNECTOME_EXECUTOR", "multiprocess", EXECUTORS),
+        stage_memory_gib=_stage_memory(env.get("CONNECTOME_K8S_STAGE_MEMORY")),
     )
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, default)
+    if value not in allowed:
+        raise ValueError(f"{name} is {value!r}; it must be one of {', '.join(allowed)}")
+    return value

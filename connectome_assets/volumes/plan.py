@@ -28,6 +28,7 @@ import numpy as np
 import tensorstore as ts
 
 from connectome_assets.connectome.files import filesystem_for
+from connectome_assets.settings import MEMORY_TIERS_GIB
 from connectome_assets.volumes.precomputed import CHUNK, Scale, kvstore_spec, read_info, scales_of, shard_files
 from connectome_assets.volumes.s0 import expected_output_shard
 from connectome_assets.volumes.sharding import (
@@ -40,7 +41,7 @@ from connectome_assets.volumes.sharding import (
 )
 
 GIB = 1 << 30
-TIERS_GIB = (4, 8, 16, 24, 32)
+TIERS_GIB = MEMORY_TIERS_GIB
 OVERHEAD_BYTES = 1 * GIB
 CHUNK_ARRAY_BYTES = CHUNK**3 * 8
 # Mean encoded bytes per chunk at s0..s9 (tensorstore-export's figures for the male CNS).

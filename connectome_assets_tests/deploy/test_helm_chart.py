@@ -291,6 +291,9 @@ def test_env_config_map_configures_the_code(which, default_docs, production_docs
     launcher = instance_yaml(docs)["run_launcher"]["config"]
     assert tasks.namespace == launcher["job_namespace"]
     assert sorted(tasks.tier_cpu) == list(TIERS_GIB)
+    # Every step of a run in its own pod, sized by its stage (defs/executor.py).
+    assert settings.executor == "k8s"
+    assert settings.stage_memory_gib == {"connectome": 16, "graph": 16, "exports": 8, "registry": 4, "volumes": 4}
     if which == "production":
         assert (tasks.parallelism, tasks.retries_per_task, tasks.ttl_seconds, tasks.service_account) == (64, 2, 3600, "volume-worker")
         assert tasks.tier_cpu == {4: "1", 8: "2", 16: "4", 24: "6", 32: "8"}
@@ -387,6 +390,9 @@ def test_clickhouse_installation(default_docs, production_docs):
         ({"volumes": {"tierCpu": {"7": "1"}}}, "invalid propertyName '7'"),
         ({"volumes": {"runner": "k8s"}}, "at '/volumes/runner': value must be one of 'kubernetes', 'local'"),
         ({"volumes": {"parallelism": 0}}, "at '/volumes/parallelism': minimum: got 0, want 1"),
+        ({"steps": {"stageMemoryGib": {"connectome": 12}}}, "at '/steps/stageMemoryGib/connectome'"),
+        ({"steps": {"stageMemoryGib": {"ingest": 16}}}, "invalid propertyName 'ingest'"),
+        ({"steps": {"executor": "celery"}}, "at '/steps/executor': value must be one of 'k8s', 'multiprocess'"),
         ({"volumes": {"tierCpu": {"4": "lots"}}}, "at '/volumes/tierCpu/4'"),
         ({"connectome": {"objectStore": "s3://bucket"}}, "at '/connectome/objectStore'"),
         ({"connectome": {"exportsClaim": "Not_A_Name"}}, "at '/connectome/exportsClaim'"),
