@@ -27,17 +27,12 @@ from connectome_assets.defs.connectome.sensors import dataset_catalog_sensor
 from connectome_assets.defs.resources import CatalogResource
 from connectome_assets.settings import Settings
 from connectome_assets.warehouse.exports import export_root
+from connectome_assets_tests.expected import MAIN_JOB_CHECKS
 from connectome_assets_tests.releases import entry, write_release
 
 BODIES = [10, 20, 30]
 EDGES = [(10, 20, 3), (20, 30, 1), (30, 99, 2)]
-CHECKS = {
-    "neurons": ["neuron_ids_unique", "table_state_consistent"],
-    "synapses": ["endpoint_integrity", "table_state_consistent"],
-    "bottleneck_neurons": ["graph_products_present"],
-    "feature_exports": ["export_row_counts"],
-}
-WHOLE_LINEAGE = {*DATASET_IMPORT_ASSETS, *(f"{asset}/{check}" for asset, checks in CHECKS.items() for check in checks)}
+WHOLE_LINEAGE = {*DATASET_IMPORT_ASSETS, *(f"{asset}/{check}" for asset, check in MAIN_JOB_CHECKS)}
 
 
 class Daemon:

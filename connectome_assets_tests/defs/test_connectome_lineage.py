@@ -14,6 +14,7 @@ from connectome_assets.cli import DEFAULT_SELECTION, dagster_instance, main, mat
 from connectome_assets.metadata.store import MetadataStore
 from connectome_assets.settings import Settings
 from connectome_assets.warehouse.client import connect
+from connectome_assets_tests.expected import MAIN_JOB_CHECKS
 from connectome_assets_tests.releases import entry, write_release
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,14 +53,7 @@ def test_dataset_lineage_materializes_with_every_check_passing(settings: Setting
     assert (synapses["rows_read"], synapses["rows_written"]) == (7, 4)
     assert (synapses["dropped_pre_missing"], synapses["dropped_post_missing"], synapses["dropped_both_missing"]) == (1, 1, 1)
     assert sorted(synapses["sample_unannotated_ids"]) == [77, 99]
-    assert {(a, c) for a, c, passed, _ in report.checks if passed} == {
-        ("neurons", "neuron_ids_unique"),
-        ("neurons", "table_state_consistent"),
-        ("synapses", "endpoint_integrity"),
-        ("synapses", "table_state_consistent"),
-        ("bottleneck_neurons", "graph_products_present"),
-        ("feature_exports", "export_row_counts"),
-    }
+    assert {(a, c) for a, c, passed, _ in report.checks if passed} == set(MAIN_JOB_CHECKS)
     bottlenecks = report.materialized["bottleneck_neurons"]
     # The triangle 10-20-30; 40 only connects to itself, so it is a vertex but not a row.
     assert (bottlenecks["rows_written"], bottlenecks["articulation_points"], bottlenecks["status"]) == (3, 0, "ok")

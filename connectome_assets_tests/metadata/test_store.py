@@ -90,11 +90,18 @@ class FakeClock:
 ELSEWHERE = UploadOwner("another-pod", 1, 4242)  # a process this host cannot inspect: only its lease counts
 
 
-def test_an_expired_lease_is_reported_as_interrupted_and_keeps_the_good_rows(metadata_url: str) -> None:
+@pytest.fixture
+def clocked(metadata_url: str):
+    """(store on a settable clock, the clock, a dataset id)."""
     clock = FakeClock()
     store = MetadataStore(metadata_url, clock=clock)
     store.migrate()
-    dataset = store.ensure_dataset("manc", "flyem_feather")
+    yield store, clock, store.ensure_dataset("manc", "flyem_feather")
+    store.dispose()
+
+
+def test_an_expired_lease_is_reported_as_interrupted_and_keeps_the_good_rows(clocked) -> None:
+    store, clock, dataset = clocked
     store.finish_upload(dataset, "synapses", 26_036_056)
     good = store.table_state(dataset, "synapses")
 
@@ -115,14 +122,10 @@ def test_an_expired_lease_is_reported_as_interrupted_and_keeps_the_good_rows(met
     assert "stopped renewing its lease" in interrupted.error_message
     assert (interrupted.row_count, interrupted.uploaded_at) == (good.row_count, good.uploaded_at)
     assert not store.renew_lease(claim)
-    store.dispose()
 
 
-def test_a_taken_over_upload_cannot_record_its_result(metadata_url: str) -> None:
-    clock = FakeClock()
-    store = MetadataStore(metadata_url, clock=clock)
-    store.migrate()
-    dataset = store.ensure_dataset("manc", "flyem_feather")
+def test_a_taken_over_upload_cannot_record_its_result(clocked) -> None:
+    store, clock, dataset = clocked
     stale = store.begin_upload(dataset, "neurons", owner=ELSEWHERE)
     clock.now += dt.timedelta(seconds=LEASE_SECONDS)
     fresh = store.begin_upload(dataset, "neurons")  # the expired claim is settled by the new upload itself
@@ -134,14 +137,10 @@ def test_a_taken_over_upload_cannot_record_its_result(metadata_url: str) -> None
     assert store.table_state(dataset, "neurons").upload_state == "uploading"  # untouched: the fresh upload holds it
     store.finish_upload(dataset, "neurons", 7, upload_id=fresh.upload_id)
     assert [(s.table_id, s.upload_state, s.row_count) for s in store.table_states(dataset)] == [("neurons", "uploaded", 7)]
-    store.dispose()
 
 
-def test_the_heartbeat_renews_the_lease_while_the_upload_runs(metadata_url: str) -> None:
-    clock = FakeClock()
-    store = MetadataStore(metadata_url, clock=clock)
-    store.migrate()
-    dataset = store.ensure_dataset("manc", "flyem_feather")
+def test_the_heartbeat_renews_the_lease_while_the_upload_runs(clocked) -> None:
+    store, clock, dataset = clocked
     claim = store.begin_upload(dataset, "synapses")
     first_lease = store.table_state(dataset, "synapses").lease_expires_at
     clock.now += dt.timedelta(minutes=1)
@@ -150,7 +149,6 @@ def test_the_heartbeat_renews_the_lease_while_the_upload_runs(metadata_url: str)
             threading.Event().wait(0.01)
     assert store.table_state(dataset, "synapses").lease_expires_at == first_lease + dt.timedelta(minutes=1)
     assert not heartbeat.lost
-    store.dispose()
 
 
 def test_owner_identity_is_host_pid_and_start_time() -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from connectome_assets.cli import register_dataset
 from connectome_assets.defs.connectome.lineage import DATASET_IMPORT_ASSETS
+from connectome_assets_tests.expected import MAIN_JOB_CHECKS
 from connectome_assets_tests.operations.conftest import DagsterDev
 from connectome_assets_tests.releases import entry, write_release
 
@@ -19,7 +20,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dagster_dev")]
 
 BODIES = [10, 20, 30]
 EDGES = [(10, 20, 3), (20, 30, 1), (30, 99, 2)]
-CHECKS = 6  # the blocking checks of the dataset_import assets
 IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 
 
@@ -43,7 +43,7 @@ def test_graphql_backfill_over_two_datasets_runs_each_with_its_checks(dagster_de
     assert state.succeeded, (lines, dagster_dev.log.read_text()[-3000:])
     assert sorted(run.partition for run in state.runs) == ["bf_a", "bf_b"]
     for run in state.runs:
-        assert check_results(dagster_dev, run.run_id) == [True] * CHECKS
+        assert check_results(dagster_dev, run.run_id) == [True] * len(MAIN_JOB_CHECKS)
     assert lines[-1] == f"backfill {backfill_id}: {state.status}, 2 of 2 partitions succeeded (bf_a, bf_b)"
 
 

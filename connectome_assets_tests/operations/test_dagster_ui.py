@@ -17,6 +17,7 @@ import pytest
 
 from connectome_assets.cli import register_dataset
 from connectome_assets.demo import write_demo_release
+from connectome_assets_tests.expected import MAIN_JOB_CHECKS
 from connectome_assets_tests.operations.conftest import DagsterDev
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dagster_dev")]
@@ -94,14 +95,7 @@ def test_dagster_ui_shows_the_partitioned_import_its_checks_and_its_success(dags
 
         # The run: its success, and every check it evaluated, by name.
         page.goto(f"{base}/runs/{run_id}?logs=type:ASSET_CHECK_EVALUATION")
-        for asset, check in (
-            ("neurons", "neuron_ids_unique"),
-            ("neurons", "table_state_consistent"),
-            ("synapses", "endpoint_integrity"),
-            ("synapses", "table_state_consistent"),
-            ("bottleneck_neurons", "graph_products_present"),
-            ("feature_exports", "export_row_counts"),
-        ):
+        for asset, check in MAIN_JOB_CHECKS:
             expect(page.get_by_text(f"Check {check} succeeded for materialization of {asset}.")).to_be_visible()
         expect(page.get_by_text("Success", exact=True).first).to_be_visible()
         expect(page.get_by_text(f"partition: {DATASET}")).to_be_visible()
