@@ -81,7 +81,10 @@ def _absolute_source(uri: str) -> str:
 
 
 def register_dataset(settings: Settings, entry: DatasetEntry) -> Path:
-    """Write the catalog entry, register the dataset id and its Dagster partition."""
+    """Write the catalog entry, register the dataset id and its Dagster partition, and observe its
+    sources as the catalog sensor would (so automation sees no change when the sensor looks later)."""
+    from connectome_assets.defs.connectome.assets import sources_observation
+    from connectome_assets.defs.resources import CatalogResource
     from connectome_assets.metadata.store import MetadataStore
 
     path = write_entry(settings.catalog, entry)
@@ -89,7 +92,9 @@ def register_dataset(settings: Settings, entry: DatasetEntry) -> Path:
     store.migrate()
     store.ensure_dataset(entry.name, entry.model, entry.description)
     store.dispose()
-    ensure_partition(dagster_instance(settings), entry.name)
+    instance = dagster_instance(settings)
+    ensure_partition(instance, entry.name)
+    instance.report_runless_asset_event(sources_observation(CatalogResource(path=str(settings.catalog)), entry.name))
     return path
 
 

@@ -18,7 +18,7 @@ import pytest
 from dagster._core.definitions.observe import observe as observe_in_process
 from dagster._core.definitions.partitions.context import partition_loading_context
 
-from connectome_assets.cli import dagster_instance, run_dataset_selection
+from connectome_assets.cli import dagster_instance, materialize_dataset, register_dataset, run_dataset_selection
 from connectome_assets.connectome.catalog import write_entry
 from connectome_assets.definitions import build_definitions
 from connectome_assets.defs.connectome.assets import dataset_sources
@@ -173,3 +173,16 @@ def _graph_version(settings: Settings) -> str:
         return graph_source_version(store, store.dataset_id("worm"))
     finally:
         store.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("metadata_url", ["sqlite"], indirect=True)
+def test_a_dataset_added_and_imported_by_hand_is_not_imported_again_when_the_sensor_looks(settings: Settings, tmp_path: Path) -> None:
+    daemon = Daemon(settings)
+    assert daemon.automation_tick() == {}
+    # `connectome dataset add` then `connectome materialize` (as `make demo` does), with no daemon
+    # running; the sensor's first look later finds the same sources version the CLI observed.
+    register_dataset(settings, entry("worm", write_release(tmp_path / "worm", BODIES, EDGES)))
+    assert materialize_dataset(settings, "worm").ok
+    daemon.catalog_tick()
+    assert daemon.automation_tick() == {}

@@ -3,6 +3,7 @@
 from typing import Any
 
 import dagster as dg
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from connectome_assets.connectome.errors import SourceError
 from connectome_assets.connectome.ingest import NeuronsNotUploadedError, import_neurons, import_synapses
@@ -64,6 +65,12 @@ def dataset_sources(context: dg.OpExecutionContext, catalog: CatalogResource) ->
         except SourceError as exc:
             context.log.warning(str(exc))
     return dg.DataVersionsByPartition(versions)
+
+
+def sources_observation(catalog: CatalogResource, name: str) -> dg.AssetObservation:
+    """An observation of one dataset's `dataset_sources`, as the catalog sensor and `connectome
+    dataset add` report it when an entry is new or edited (raises SourceError if it does not resolve)."""
+    return dg.AssetObservation(asset_key=dataset_sources.key, partition=name, tags={DATA_VERSION_TAG: catalog.sources_version(name)})
 
 
 @dataset_asset(dataset_sources)

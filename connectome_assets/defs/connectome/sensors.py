@@ -11,10 +11,9 @@ retried on the next tick (its digest is not recorded).
 import json
 
 import dagster as dg
-from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from connectome_assets.connectome.errors import SourceError
-from connectome_assets.defs.connectome.assets import dataset_sources
+from connectome_assets.defs.connectome.assets import sources_observation
 from connectome_assets.defs.connectome.partitions import datasets_partitions
 from connectome_assets.defs.resources import CatalogResource
 
@@ -34,7 +33,7 @@ def dataset_catalog_sensor(context: dg.SensorEvaluationContext, catalog: Catalog
             current[name] = digest
             continue
         try:
-            version = catalog.sources_version(name)
+            observation = sources_observation(catalog, name)
         except SourceError as exc:
             problems.append(str(exc))
             if name in seen:
@@ -43,7 +42,7 @@ def dataset_catalog_sensor(context: dg.SensorEvaluationContext, catalog: Catalog
         current[name] = digest
         if name not in existing:
             new_partitions.append(name)
-        observations.append(dg.AssetObservation(asset_key=dataset_sources.key, partition=name, tags={DATA_VERSION_TAG: version}))
+        observations.append(observation)
     for problem in problems:
         context.log.warning(problem)
     cursor = json.dumps(current, sort_keys=True)
