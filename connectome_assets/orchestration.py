@@ -65,14 +65,6 @@ query Sensors($repository: RepositorySelector!) {
   }
 }"""
 
-STOP_SENSOR = """
-mutation StopSensor($origin: String!, $selector: String!) {
-  stopSensor(jobOriginId: $origin, jobSelectorId: $selector) {
-    __typename
-    ... on StopSensorMutationResult { instigationState { status } }
-    ... on Error { message }
-  }
-}"""
 
 LAUNCH_RUN = """
 mutation LaunchRun($params: ExecutionParams!) {
@@ -168,18 +160,6 @@ class DagsterWebserver:
         if result["__typename"] != "Sensors":
             raise DagsterApiError(f"sensors of {LOCATION}: {result.get('message', result['__typename'])}")
         return {sensor["name"]: sensor["sensorState"]["status"] for sensor in result["results"]}
-
-    def stop_sensors(self, names: Sequence[str]) -> None:
-        """Stop these sensors (e.g. automation, while an operator backfills by hand)."""
-        result = self.query(SENSORS, {"repository": REPOSITORY})["sensorsOrError"]
-        known = {sensor["name"]: sensor for sensor in result.get("results", [])}
-        for name in names:
-            if name not in known:
-                raise DagsterApiError(f"no sensor {name!r} in {LOCATION} (it has {', '.join(sorted(known)) or 'none'})")
-            sensor = known[name]
-            stopped = self.query(STOP_SENSOR, {"origin": sensor["jobOriginId"], "selector": sensor["sensorState"]["selectorId"]})["stopSensor"]
-            if stopped["__typename"] != "StopSensorMutationResult":
-                raise DagsterApiError(f"sensor {name} could not be stopped: {stopped.get('message', stopped['__typename'])}")
 
     def launch_backfill(
         self,

@@ -72,6 +72,7 @@ class Settings:
     registry: RegistrySettings
     dagster_url: str  # the Dagster webserver `connectome backfill` talks to (`make dev`, or the chart's, port-forwarded)
     volume_tasks: VolumeTaskSettings
+    automation: bool  # sensors and automation start running (CONNECTOME_AUTOMATION=on); off: an operator starts them in the UI
     executor: str  # "multiprocess" (one process per step, here) or "k8s" (one pod per step, sized by its stage)
     stage_memory_gib: Mapping[str, int]  # stage (asset group) -> memory tier of its step pods under "k8s"
 
@@ -148,6 +149,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         dagster_url=env.get("CONNECTOME_DAGSTER_URL", "http://127.0.0.1:3000"),
         volume_tasks=_volume_tasks(env),
+        automation=_choice(env, "CONNECTOME_AUTOMATION", "on", ("on", "off")) == "on",
         executor=_choice(env, "CONNECTOME_EXECUTOR", "multiprocess", EXECUTORS),
         stage_memory_gib=_stage_memory(env.get("CONNECTOME_K8S_STAGE_MEMORY")),
     )

@@ -17,6 +17,12 @@ automation conditions below decide what to materialize, evaluated by `connectome
 
 import dagster as dg
 
+from connectome_assets.settings import load_settings
+
+# The sensors (discovery) and automation start running, unless the deployment says
+# CONNECTOME_AUTOMATION=off: then nothing materializes by itself until an operator starts them.
+SENSOR_STATUS = dg.DefaultSensorStatus.RUNNING if load_settings().automation else dg.DefaultSensorStatus.STOPPED
+
 SOURCE_OBSERVATION_CRON = "*/10 * * * *"
 
 OBSERVE_ON_CRON = dg.AutomationCondition.cron_tick_passed(SOURCE_OBSERVATION_CRON).with_label(f"observe every tick of {SOURCE_OBSERVATION_CRON}")
@@ -30,7 +36,7 @@ WITH_ITS_ASSET = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.wi
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "connectome_automation",
     target=dg.AssetSelection.all(include_sources=True),
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    default_status=SENSOR_STATUS,
     minimum_interval_seconds=30,
     description="Evaluates the automation conditions of every asset (connectome_assets/defs/automation.py) and launches what they request.",
 )

@@ -186,3 +186,12 @@ def test_a_dataset_added_and_imported_by_hand_is_not_imported_again_when_the_sen
     assert materialize_dataset(settings, "worm").ok
     daemon.catalog_tick()
     assert daemon.automation_tick() == {}
+
+
+def test_sensors_and_automation_start_running_unless_the_deployment_switches_them_off() -> None:
+    from connectome_assets.defs.automation import automation_sensor
+    from connectome_assets.defs.volumes.sensors import dvid_export_sensor
+
+    assert os.environ.get("CONNECTOME_AUTOMATION") is None  # the default; `off` is tested on a real dagster dev (tests/operations)
+    for sensor in (automation_sensor, dataset_catalog_sensor, dvid_export_sensor):
+        assert sensor.default_status == dg.DefaultSensorStatus.RUNNING

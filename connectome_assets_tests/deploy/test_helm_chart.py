@@ -292,7 +292,7 @@ def test_env_config_map_configures_the_code(which, default_docs, production_docs
     assert tasks.namespace == launcher["job_namespace"]
     assert sorted(tasks.tier_cpu) == list(TIERS_GIB)
     # Every step of a run in its own pod, sized by its stage (defs/executor.py).
-    assert settings.executor == "k8s"
+    assert settings.executor == "k8s" and settings.automation
     assert settings.stage_memory_gib == {"connectome": 16, "graph": 16, "exports": 8, "registry": 4, "volumes": 4}
     if which == "production":
         assert (tasks.parallelism, tasks.retries_per_task, tasks.ttl_seconds, tasks.service_account) == (64, 2, 3600, "volume-worker")
@@ -393,6 +393,7 @@ def test_clickhouse_installation(default_docs, production_docs):
         ({"steps": {"stageMemoryGib": {"connectome": 12}}}, "at '/steps/stageMemoryGib/connectome'"),
         ({"steps": {"stageMemoryGib": {"ingest": 16}}}, "invalid propertyName 'ingest'"),
         ({"steps": {"executor": "celery"}}, "at '/steps/executor': value must be one of 'k8s', 'multiprocess'"),
+        ({"connectome": {"automation": True}}, "at '/connectome/automation': value must be one of 'on', 'off'"),
         ({"volumes": {"tierCpu": {"4": "lots"}}}, "at '/volumes/tierCpu/4'"),
         ({"connectome": {"objectStore": "s3://bucket"}}, "at '/connectome/objectStore'"),
         ({"connectome": {"exportsClaim": "Not_A_Name"}}, "at '/connectome/exportsClaim'"),

@@ -90,7 +90,9 @@ def test_bad_stage_memory_is_one_sentence_naming_the_variable(value: str, messag
     assert message in str(error.value)
 
 
-def test_an_unknown_executor_is_refused() -> None:
+def test_an_unknown_executor_or_automation_switch_is_refused() -> None:
     with pytest.raises(ValueError, match="CONNECTOME_EXECUTOR is 'celery'; it must be one of multiprocess, k8s"):
         load_settings({"CONNECTOME_EXECUTOR": "celery"})
+    with pytest.raises(ValueError, match="CONNECTOME_AUTOMATION is 'yes'; it must be one of on, off"):
+        load_settings({"CONNECTOME_AUTOMATION": "yes"})
 

@@ -54,7 +54,9 @@ def _instance_config(dagster_home: Path) -> None:
 @pytest.fixture(scope="session")
 def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
     home = tmp_path_factory.mktemp("dagster-dev") / "home"
-    env = {**os.environ, "CONNECTOME_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+    # The tests launch their work by hand; automation would launch the same work beside it, so
+    # this deployment starts with its sensors stopped (as an operator's CONNECTOME_AUTOMATION=off).
+    env = {**os.environ, "CONNECTOME_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "CONNECTOME_AUTOMATION": "off"}
     env.pop("CONNECTOME_DAGSTER_URL", None)
     settings = load_settings(env)
     _instance_config(settings.dagster_home)
@@ -79,11 +81,8 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev
             if time.monotonic() > deadline:
                 pytest.fail(f"dagster dev did not load the code location in 300 s:\n{log.read_text()[-3000:]}")
             time.sleep(1)
-        # The tests launch their work by hand; automation would launch the same work beside it.
-        # The home is empty until now, so the sensors have found nothing before they stop.
-        webserver.stop_sensors(AUTOMATION)
+        assert webserver.sensors() == dict.fromkeys(AUTOMATION, "STOPPED")
         webserver.query("mutation { setNuxSeen }")  # else a welcome modal covers the UI's pages
-        assert set(webserver.sensors().items()) >= {(name, "STOPPED") for name in AUTOMATION}
         yield DagsterDev(webserver, settings, env, log)
     finally:
         webserver.close()

@@ -13,12 +13,13 @@ import json
 import dagster as dg
 
 from connectome_assets.connectome.errors import SourceError
+from connectome_assets.defs.automation import SENSOR_STATUS
 from connectome_assets.defs.connectome.assets import sources_observation
 from connectome_assets.defs.connectome.partitions import datasets_partitions
 from connectome_assets.defs.resources import CatalogResource
 
 
-@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(minimum_interval_seconds=30, default_status=SENSOR_STATUS)
 def dataset_catalog_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource) -> dg.SensorResult:
     """Adds a `datasets` partition for each new catalog entry and observes the sources of each new or edited one."""
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}

@@ -11,12 +11,13 @@ import json
 
 import dagster as dg
 
+from connectome_assets.defs.automation import SENSOR_STATUS
 from connectome_assets.defs.resources import VolumesResource
 from connectome_assets.defs.volumes.partitions import dvid_exports_partitions
 from connectome_assets.volumes.build import list_exports
 
 
-@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(minimum_interval_seconds=60, default_status=SENSOR_STATUS)
 def dvid_export_sensor(context: dg.SensorEvaluationContext, volumes: VolumesResource) -> dg.SensorResult:
     """Adds a `dvid_exports` partition for each new export once it is complete."""
     seen: dict[str, dict] = json.loads(context.cursor) if context.cursor else {}
