@@ -386,7 +386,7 @@ def _parser() -> argparse.ArgumentParser:
     dataset = commands.add_parser("dataset", help="manage the dataset catalog").add_subparsers(dest="action", required=True)
     add = dataset.add_parser("add", help="write a catalog entry and register its partition")
     add.add_argument("name")
-    add.add_argument("--model", required=True, help="flyem_feather, neuprint_csv, flywire_codex or cect")
+    add.add_argument("--model", required=True, help="flyem_feather, neuprint_csv, flywire_codex, cect, or flight (no sources: rows arrive over Arrow Flight)")
     add.add_argument("--source", action="append", default=[], metavar="KEY=URI")
     add.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="model option; the value is read as YAML")
     add.add_argument("--description", default="")
