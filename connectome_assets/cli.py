@@ -388,7 +388,7 @@ def flight_command(settings: Settings, args: argparse.Namespace) -> int:
             server.shutdown()
         return 0
     from connectome_assets.connectome.sources.base import open_feather
-    from connectome_assets.flight.client import upload_to_flight
+    from connectome_assets.flight.client import server_sentence, upload_to_flight
 
     token = args.token or settings.flight.token
     if not token:
@@ -400,8 +400,7 @@ def flight_command(settings: Settings, args: argparse.Namespace) -> int:
     try:
         upload = upload_to_flight(url, args.dataset, args.table, batches, token, schema=reader.schema, timeout_seconds=args.timeout or settings.flight.timeout_seconds)
     except (flight.FlightError, pa.ArrowException) as exc:
-        # The server's sentence, without gRPC's detail lines.
-        print(f"connectome: Flight upload of {args.dataset}/{args.table} to {url} failed: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print(f"connectome: Flight upload of {args.dataset}/{args.table} to {url} failed: {server_sentence(exc)}", file=sys.stderr)
         return 1
     print(upload.summary())
     return 0

@@ -59,6 +59,14 @@ def flight_batches(batches: Iterable[pa.RecordBatch], rows: int = FLIGHT_BATCH_R
         yield pa.concat_batches(pending)
 
 
+def server_sentence(exc: Exception) -> str:
+    """The server's own sentence of a Flight error, without the detail and gRPC context pyarrow appends."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    for tail in (". Detail:", ". gRPC client debug context:"):
+        text = text.split(tail)[0]
+    return text
+
+
 def call_options(token: str, timeout_seconds: float) -> flight.FlightCallOptions:
     return flight.FlightCallOptions(timeout=timeout_seconds, headers=[(b"authorization", f"Bearer {token}".encode())])
 

@@ -4,9 +4,14 @@ shares the one chDB of the test process), real chDB and the metadata store on SQ
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +31,7 @@ from connectome_assets.registry.config import registry_config
 from connectome_assets.registry.service import Registry
 from connectome_assets.settings import FlightSettings, Settings
 from connectome_assets.warehouse.client import connect
+from connectome_assets_tests.conftest import _free_port
 from connectome_assets_tests.releases import entry, write_release
 
 TOKEN = "settings-token-for-tests"
@@ -170,46 +176,50 @@ def test_broken_stream_leaves_nothing_and_failed(env: FlightEnv) -> None:
     assert env.rows("fl", "synapses", "pre_neuron_id") == []
 
 
+def open_put(client: flight.FlightClient, dataset: str, table: str, schema: pa.Schema):
+    return client.do_put(flight.FlightDescriptor.for_path(dataset, table), schema, options=call_options(TOKEN, 60))
+
+
+def wait_until_uploading(env: FlightEnv, dataset: str, table: str) -> None:
+    deadline = time.monotonic() + 30
+    while dataset not in env.state.dataset_names() or (found := env.upload_state(dataset, table)) is None or found.upload_state != "uploading":
+        assert time.monotonic() < deadline, f"the upload of {dataset}/{table} never claimed the table"
+        time.sleep(0.05)
+
+
 def test_concurrent_uploads_of_different_tables_of_different_datasets_both_land(env: FlightEnv) -> None:
+    """Both streams are held open, each with its table claimed, before either ends."""
     rng = np.random.default_rng(5)
     ids = np.arange(1, 2_001, dtype=np.uint64)
     for name in ("a", "b"):
         env.add_dataset(name)
     env.upload("b", "neurons", neurons(ids))
-    edges = random_edges(rng, ids, 60_000)
-    results: dict[str, object] = {}
-    errors: list[BaseException] = []
-
-    def run(key: str, call: Callable[[], object]) -> None:
-        try:
-            results[key] = call()
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [
-        threading.Thread(target=run, args=("a", lambda: env.upload("a", "neurons", neurons(ids[:1_500]), batch_rows=100))),
-        threading.Thread(target=run, args=("b", lambda: env.upload("b", "synapses", edges, batch_rows=2_000))),
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    assert results["a"].rows_accepted == 1_500 and results["b"].rows_accepted == 60_000
+    cells, edges = neurons(ids[:1_500]), random_edges(rng, ids, 60_000)
+    with flight.connect(env.url) as client:
+        (a_writer, a_answers), (b_writer, b_answers) = open_put(client, "a", "neurons", cells.schema), open_put(client, "b", "synapses", edges.schema)
+        a_writer.write_table(cells.slice(0, 700))
+        b_writer.write_table(edges.slice(0, 30_000))
+        wait_until_uploading(env, "a", "neurons")
+        wait_until_uploading(env, "b", "synapses")
+        a_writer.write_table(cells.slice(700))
+        b_writer.write_table(edges.slice(30_000))
+        for writer, answers, rows in ((a_writer, a_answers, 1_500), (b_writer, b_answers, 60_000)):
+            writer.write_metadata(end_of_table(rows))
+            writer.done_writing()
+            assert json.loads(answers.read().to_pybytes())["rows_accepted"] == rows
+            writer.close()
     assert (env.upload_state("a", "neurons").row_count, env.upload_state("b", "synapses").row_count) == (1_500, 60_000)
     assert len(env.rows("b", "synapses", "pre_neuron_id, post_neuron_id, weight")) == 60_000
+    assert len(env.rows("a", "neurons", "neuron_id")) == 1_500
 
 
 def test_second_doput_of_a_table_mid_upload_is_refused(env: FlightEnv) -> None:
     table = neurons(np.arange(1, 51, dtype=np.uint64))
     env.add_dataset("fl")
     with flight.connect(env.url) as client:
-        writer, answers = client.do_put(flight.FlightDescriptor.for_path("fl", "neurons"), table.schema, options=call_options(TOKEN, 60))
+        writer, answers = open_put(client, "fl", "neurons", table.schema)
         writer.write_table(table)
-        deadline = time.monotonic() + 30
-        while env.state.dataset_names() == [] or (found := env.upload_state("fl", "neurons")) is None or found.upload_state != "uploading":
-            assert time.monotonic() < deadline, "the first upload never claimed the table"
-            time.sleep(0.05)
+        wait_until_uploading(env, "fl", "neurons")
         with pytest.raises(flight.FlightUnavailableError, match=r"Flight upload of fl/neurons refused: .*is being uploaded by"):
             env.upload("fl", "neurons", table)
         writer.write_metadata(end_of_table(50))
@@ -258,3 +268,35 @@ def test_a_flight_dataset_has_a_sources_version_and_its_assets_say_rows_arrive_o
     flight_entry = DatasetEntry("fl", "flight", location="catalog/fl.yaml")
     with pytest.raises(SourceError, match="arrive over Arrow Flight"):
         import_neurons(flight_entry, connect(env.settings.clickhouse_url), env.settings.clickhouse_database, env.state)
+
+
+def test_flight_dataset_through_dagster_and_the_cli(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dataset add --model flight` registers and observes it; materializing neurons fails with the
+    one sentence; `connectome flight serve` / `upload` as subprocesses move a Feather file."""
+    from connectome_assets.cli import main, materialize_dataset
+
+    env = {**os.environ, "CONNECTOME_HOME": str(settings.home), "CONNECTOME_CATALOG": str(settings.catalog), "CONNECTOME_METADATA_URL": settings.metadata_url,
+           "CONNECTOME_CLICKHOUSE_URL": f"chdb://{tmp_path / 'served'}", "CONNECTOME_FLIGHT_TOKEN": TOKEN, "DAGSTER_HOME": str(settings.dagster_home)}
+    for key in ("CONNECTOME_HOME", "CONNECTOME_CATALOG", "CONNECTOME_METADATA_URL", "DAGSTER_HOME"):
+        monkeypatch.setenv(key, env[key])
+    assert main(["dataset", "add", "fl", "--model", "flight"]) == 0
+    report = materialize_dataset(settings, "fl", "key:neurons")
+    assert not report.success
+    assert report.failures == [f"neurons: {settings.catalog / 'fl.yaml'}: is a 'flight' dataset: its neurons and synapses arrive over Arrow Flight"
+                               " (`connectome flight upload`), not from source files"]
+
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "connectome_assets.cli", "flight", "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert "Flight ingest listening on grpc://127.0.0.1:" in server.stdout.readline()
+        feather.write_feather(neurons([5, 6, 7]), tmp_path / "neurons.feather")
+        upload = [sys.executable, "-m", "connectome_assets.cli", "flight", "upload", "fl", "neurons", str(tmp_path / "neurons.feather"), "--url", f"grpc://127.0.0.1:{port}"]
+        done = subprocess.run(upload, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "fl/neurons: sent 3 rows in 1 batches; server received 3, accepted 3, dropped 0"
+        refused = subprocess.run([*upload, "--token", "wrong"], env=env, capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 1
+        assert refused.stderr.strip() == f"connectome: Flight upload of fl/neurons to grpc://127.0.0.1:{port} failed: Flight call refused: unknown token"
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
