@@ -3,6 +3,8 @@
     connectome dataset add NAME --model MODEL --source KEY=URI … [--option KEY=VALUE …]
     connectome dataset list
     connectome dataset status NAME
+    connectome flight serve [--host H --port P]
+    connectome flight upload DATASET {neurons,synapses} FILE.feather [--url grpc://H:P --token T --timeout S]
     connectome materialize NAME [--select SELECTION]
     connectome purge NAME [--tables TABLE …] [--dry-run]
     connectome demo
@@ -370,6 +372,40 @@ def volume_command(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def flight_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`connectome flight serve` (until interrupted) or `connectome flight upload` (one table, one DoPut)."""
+    import pyarrow as pa
+    import pyarrow.flight as flight
+
+    if args.action == "serve":
+        from connectome_assets.flight.server import flight_server
+
+        server = flight_server(settings, args.host, args.port)
+        print(f"Flight ingest listening on grpc://{args.host}:{server.port} (warehouse {settings.clickhouse_url}, database {settings.clickhouse_database})", flush=True)
+        try:
+            server.serve()
+        except KeyboardInterrupt:
+            server.shutdown()
+        return 0
+    from connectome_assets.connectome.sources.base import open_feather
+    from connectome_assets.flight.client import server_sentence, upload_to_flight
+
+    token = args.token or settings.flight.token
+    if not token:
+        print("connectome: a Flight upload needs a token: pass --token or set CONNECTOME_FLIGHT_TOKEN", file=sys.stderr)
+        return 2
+    reader = open_feather(str(args.file.resolve()))
+    batches = (reader.get_batch(index) for index in range(reader.num_record_batches))
+    url = args.url or settings.flight.url
+    try:
+        upload = upload_to_flight(url, args.dataset, args.table, batches, token, schema=reader.schema, timeout_seconds=args.timeout or settings.flight.timeout_seconds)
+    except (flight.FlightError, pa.ArrowException) as exc:
+        print(f"connectome: Flight upload of {args.dataset}/{args.table} to {url} failed: {server_sentence(exc)}", file=sys.stderr)
+        return 1
+    print(upload.summary())
+    return 0
+
+
 def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
     pairs = {}
     for value in values:
@@ -386,7 +422,7 @@ def _parser() -> argparse.ArgumentParser:
     dataset = commands.add_parser("dataset", help="manage the dataset catalog").add_subparsers(dest="action", required=True)
     add = dataset.add_parser("add", help="write a catalog entry and register its partition")
     add.add_argument("name")
-    add.add_argument("--model", required=True, help="flyem_feather, neuprint_csv, flywire_codex or cect")
+    add.add_argument("--model", required=True, help="flyem_feather, neuprint_csv, flywire_codex, cect, or flight (no sources: rows arrive over Arrow Flight)")
     add.add_argument("--source", action="append", default=[], metavar="KEY=URI")
     add.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="model option; the value is read as YAML")
     add.add_argument("--description", default="")
@@ -422,6 +458,17 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument("--assets", nargs="+", default=list(DATASET_IMPORT_ASSETS), metavar="ASSET", help="assets to backfill (default: the dataset_import job's)")
     backfill.add_argument("--url", default=None, help="the Dagster webserver (default: $CONNECTOME_DAGSTER_URL or http://127.0.0.1:3000)")
     backfill.add_argument("--wait", action="store_true", help="follow the backfill until its runs finish; exit 1 if one failed")
+    flight_parser = commands.add_parser("flight", help="Arrow Flight ingest of 'flight' datasets").add_subparsers(dest="action", required=True)
+    serve = flight_parser.add_parser("serve", help="run the Flight ingest server (one DoPut per table)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8815)
+    upload = flight_parser.add_parser("upload", help="send a table of a flight dataset from a Feather file in one DoPut stream")
+    upload.add_argument("dataset")
+    upload.add_argument("table", choices=["neurons", "synapses"])
+    upload.add_argument("file", type=Path, metavar="FILE.feather")
+    upload.add_argument("--url", help="the server (default CONNECTOME_FLIGHT_URL)")
+    upload.add_argument("--token", help="bearer token (default CONNECTOME_FLIGHT_TOKEN)")
+    upload.add_argument("--timeout", type=float, metavar="SECONDS", help="deadline of the whole upload (default CONNECTOME_FLIGHT_TIMEOUT, 7200)")
     purge_parser = commands.add_parser("purge", help="delete a dataset's rows from its source and dataset-scoped tables")
     purge_parser.add_argument("name")
     purge_parser.add_argument("--tables", nargs="+", action="extend", default=[], metavar="TABLE", help="only these dataset tables")
@@ -504,6 +551,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             except TasksFailed as exc:
                 print(f"connectome: {exc}", file=sys.stderr)
                 return 1
+        if args.command == "flight":
+            return flight_command(settings, args)
         if args.command == "registry":
             return run_registry_command(settings, args)
         if args.command == "demo":

@@ -48,6 +48,15 @@ class VolumeTaskSettings:
     gcs_key_name: str  # the key of that Secret holding the key file
 
 
+@dataclass(frozen=True)
+class FlightSettings:
+    """Arrow Flight ingest (`connectome flight serve` / `upload`)."""
+
+    url: str  # where `connectome flight upload` sends rows (grpc://host:port)
+    token: str  # bearer token accepted for every flight dataset when the registry is not deployed; empty: registry tokens only
+    timeout_seconds: float  # the upload call's deadline: a male-CNS synapses table streams for a long time (runbook: two hours)
+
+
 VOLUME_RUNNERS = ("local", "kubernetes")
 # The memory tiers (GiB) of every pod the platform sizes: volume worker tasks and step pods.
 MEMORY_TIERS_GIB = (4, 8, 16, 24, 32)
@@ -75,6 +84,7 @@ class Settings:
     automation: bool  # sensors and automation start running (CONNECTOME_AUTOMATION=on); off: an operator starts them in the UI
     executor: str  # "multiprocess" (one process per step, here) or "k8s" (one pod per step, sized by its stage)
     stage_memory_gib: Mapping[str, int]  # stage (asset group) -> memory tier of its step pods under "k8s"
+    flight: FlightSettings
 
 
 def _tier_cpu(text: str | None) -> dict[int, str]:
@@ -152,6 +162,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         automation=_choice(env, "CONNECTOME_AUTOMATION", "on", ("on", "off")) == "on",
         executor=_choice(env, "CONNECTOME_EXECUTOR", "multiprocess", EXECUTORS),
         stage_memory_gib=_stage_memory(env.get("CONNECTOME_K8S_STAGE_MEMORY")),
+        flight=FlightSettings(
+            url=env.get("CONNECTOME_FLIGHT_URL", "grpc://127.0.0.1:8815"),
+            token=env.get("CONNECTOME_FLIGHT_TOKEN", ""),
+            timeout_seconds=float(env.get("CONNECTOME_FLIGHT_TIMEOUT", "7200")),
+        ),
     )
 
 

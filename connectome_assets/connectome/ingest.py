@@ -18,11 +18,12 @@ from clickhouse_connect.driver.client import Client
 from connectome_assets.connectome.catalog import DatasetEntry
 from connectome_assets.connectome.filtering import AnnotatedNeuronSet, EndpointFilterStats, filter_to_annotated_endpoints
 from connectome_assets.connectome.sources import SourceModel
+from connectome_assets.connectome.sources.base import ConnectionStream
 from connectome_assets.connectome.streaming import ordered_parallel_map
 from connectome_assets.metadata.store import MetadataStore
 from connectome_assets.progress import Progress, discard
 from connectome_assets.warehouse.schema import check_identifier, ensure_schema
-from connectome_assets.warehouse.upload import upload_table_atomically
+from connectome_assets.warehouse.upload import Chunks, UploadResult, upload_table_atomically
 
 
 class NeuronsNotUploadedError(RuntimeError):
@@ -54,13 +55,33 @@ def import_neurons(entry: DatasetEntry, client: Client, database: str, state: Me
     version = model.fingerprint()
     neurons = model.read_neurons()
     model.check_connections()  # a bad weights file must stop the dataset before neurons change
-    dataset_id = state.ensure_dataset(entry.name, entry.model, entry.description)
-    ensure_schema(client, database)
     # Neurons are read whole and inserted at once (a list: a transient error retries the whole
     # attempt); one progress line when they are in, with the rate.
-    result = upload_table_atomically(client, database, "neurons", dataset_id, [neurons], state, report=report)
+    dataset_id, result = upload_neurons(entry, [neurons], client, database, state, report)
     progress.advance(result.rows)
     return NeuronImport(dataset_id, version, result.rows, progress.finish())
+
+
+def upload_neurons(
+    entry: DatasetEntry, neurons: Chunks | Callable[[], Chunks], client: Client, database: str, state: MetadataStore, report: Callable[[str], Any] = discard
+) -> tuple[uuid.UUID, UploadResult]:
+    """Canonical neuron rows of a dataset swapped in atomically: every import mode's last step.
+
+    `neurons` may be a one-shot iterator (rows still arriving over Flight): the table is claimed
+    first, so a stream that breaks leaves the previous rows and a `failed` state."""
+    dataset_id = state.ensure_dataset(entry.name, entry.model, entry.description)
+    ensure_schema(client, database)
+    return dataset_id, upload_table_atomically(client, database, "neurons", dataset_id, neurons, state, report=report)
+
+
+def dataset_with_uploaded_neurons(name: str, state: MetadataStore) -> uuid.UUID:
+    """The dataset's id once its neurons are uploaded: the universe synapses are filtered against."""
+    dataset_id = state.dataset_id(name)
+    neurons_state = state.table_state(dataset_id, "neurons")
+    if neurons_state is None or neurons_state.upload_state != "uploaded":
+        shown = "never uploaded" if neurons_state is None else f"'{neurons_state.upload_state}'"
+        raise NeuronsNotUploadedError(f"dataset {name!r}: neurons are {shown}; materialize neurons before synapses")
+    return dataset_id
 
 
 def annotated_neuron_set(client: Client, database: str, dataset_id: uuid.UUID) -> AnnotatedNeuronSet:
@@ -84,10 +105,24 @@ def annotated_connections(
 
     `progress` counts the source rows as they are read (before the filter drops any).
     """
-    stream = model.connection_stream()
+    return filtered_connections(model.connection_stream(), annotated, stats, progress)
+
+
+def filtered_connections(
+    stream: ConnectionStream, annotated: AnnotatedNeuronSet, stats: EndpointFilterStats, progress: Progress | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Raw connection batches through the endpoint filter, then only the kept rows made canonical."""
     batches = stream.batches if progress is None else counted(stream.batches, progress)
     kept = filter_to_annotated_endpoints(batches, annotated, stats, stream.pre_column, stream.post_column)
     return ordered_parallel_map(stream.canonical, kept)
+
+
+@dataclass(frozen=True)
+class SynapseUpload:
+    annotated_neurons: int
+    filter: EndpointFilterStats
+    result: UploadResult
+    progress: dict[str, Any]
 
 
 def import_synapses(entry: DatasetEntry, client: Client, database: str, state: MetadataStore, report: Callable[[str], Any] = discard) -> SynapseImport:
@@ -95,22 +130,43 @@ def import_synapses(entry: DatasetEntry, client: Client, database: str, state: M
     version = model.fingerprint()
     model.check_connections()
     total = model.connection_rows()
-    dataset_id = state.dataset_id(entry.name)
-    neurons_state = state.table_state(dataset_id, "neurons")
-    if neurons_state is None or neurons_state.upload_state != "uploaded":
-        shown = "never uploaded" if neurons_state is None else f"'{neurons_state.upload_state}'"
-        raise NeuronsNotUploadedError(f"dataset {entry.name!r}: neurons are {shown}; materialize neurons before synapses")
+    dataset_id = dataset_with_uploaded_neurons(entry.name, state)
+    upload = upload_synapses(entry.name, dataset_id, model.connection_stream, client, database, state, report, total=total, restartable=True)
+    return SynapseImport(dataset_id, version, upload.annotated_neurons, upload.filter, upload.result.rows, upload.result.inserts, upload.progress)
+
+
+def upload_synapses(
+    name: str,
+    dataset_id: uuid.UUID,
+    connections: Callable[[], ConnectionStream],
+    client: Client,
+    database: str,
+    state: MetadataStore,
+    report: Callable[[str], Any] = discard,
+    *,
+    total: int | None = None,
+    restartable: bool,
+) -> SynapseUpload:
+    """Connections filtered against the dataset's neurons in the warehouse, swapped in atomically:
+    every import mode's path to `synapses`.
+
+    `restartable`: `connections` opens the source afresh on each call, so a transient error retries
+    the whole attempt. Rows arriving over Flight can be read once: one attempt, never a partial retry.
+    """
     ensure_schema(client, database)
     annotated = annotated_neuron_set(client, database, dataset_id)
     attempts: list[tuple[EndpointFilterStats, Progress]] = []
 
     def read_from_the_start() -> Iterator[pa.RecordBatch]:
-        # A fresh stream per upload attempt, so a transient error retries the whole attempt; the
-        # counts are the last attempt's. Rows are read, filtered and inserted as one pipeline, so
-        # the read rate is the import's rate.
-        attempts.append((EndpointFilterStats(), Progress(f"{entry.name} synapses", report, total=total)))
-        return annotated_connections(model, annotated, *attempts[-1])
+        # A fresh stream per upload attempt; the counts are the last attempt's. Rows are read,
+        # filtered and inserted as one pipeline, so the read rate is the import's rate.
+        attempts.append((EndpointFilterStats(), Progress(f"{name} synapses", report, total=total)))
+        return filtered_connections(connections(), annotated, *attempts[-1])
 
-    result = upload_table_atomically(client, database, "synapses", dataset_id, read_from_the_start, state, report=report)
+    def read_once() -> Iterator[pa.RecordBatch]:
+        yield from read_from_the_start()  # opened when the upload, holding the claim, first reads
+
+    chunks = read_from_the_start if restartable else read_once()
+    result = upload_table_atomically(client, database, "synapses", dataset_id, chunks, state, report=report)
     stats, progress = attempts[-1]
-    return SynapseImport(dataset_id, version, annotated.size, stats, result.rows, result.inserts, progress.finish())
+    return SynapseUpload(annotated.size, stats, result, progress.finish())

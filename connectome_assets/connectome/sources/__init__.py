@@ -8,12 +8,13 @@ from typing import Any
 from connectome_assets.connectome.errors import CatalogError
 from connectome_assets.connectome.sources.base import SourceModel
 from connectome_assets.connectome.sources.cect import CectPackage
+from connectome_assets.connectome.sources.flight import FlightSource
 from connectome_assets.connectome.sources.flyem_feather import FlyemFeather
 from connectome_assets.connectome.sources.flywire_codex import FlywireCodex
 from connectome_assets.connectome.sources.neuprint_csv import NeuprintCsv
 
 SOURCE_MODELS: dict[str, type[SourceModel]] = {
-    model.name: model for model in (FlyemFeather, NeuprintCsv, FlywireCodex, CectPackage)
+    model.name: model for model in (FlyemFeather, NeuprintCsv, FlywireCodex, CectPackage, FlightSource)
 }
 
 
