@@ -156,10 +156,11 @@ class FlightIngestServer(flight.FlightServerBase):
     """Listens as soon as it is built (`port` tells which); `serve()` blocks until `shutdown()`."""
 
     def __init__(self, settings: Settings, state: MetadataStore, registry: Registry, location: str = "grpc://127.0.0.1:0") -> None:
-        super().__init__(location, middleware={AUTH_MIDDLEWARE: BearerTokenAuth(registry, settings.flight.token)})
+        # Everything a call uses is set before the base class starts listening (it does at once).
         self.settings = settings
         self.state = state
         self._embedded = SerializedClient(connect(settings.clickhouse_url)) if is_embedded(settings.clickhouse_url) else None
+        super().__init__(location, middleware={AUTH_MIDDLEWARE: BearerTokenAuth(registry, settings.flight.token)})
 
     def _client(self) -> Client:
         return self._embedded if self._embedded is not None else connect(self.settings.clickhouse_url)  # type: ignore[return-value]
