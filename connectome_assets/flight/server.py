@@ -32,7 +32,7 @@ from connectome_assets.connectome.sources.flight import FLIGHT_TABLES, FlightSou
 from connectome_assets.flight.protocol import AUTH_MIDDLEWARE, END_OF_TABLE, parse_message
 from connectome_assets.metadata.store import MetadataStore, UnknownDatasetError, UploadInProgressError
 from connectome_assets.registry.errors import Forbidden, Unauthorized
-from connectome_assets.registry.service import Audit, Principal, Registry
+from connectome_assets.registry.service import Audit, Principal, Registry, bearer_token
 from connectome_assets.settings import Settings
 from connectome_assets.warehouse.client import connect, is_embedded
 from connectome_assets.warehouse.upload import UploadVerificationError
@@ -89,8 +89,8 @@ class BearerTokenAuth(flight.ServerMiddlewareFactory):
 
     def start_call(self, info: flight.CallInfo, headers: dict[str, list[str]]) -> UploaderMiddleware:
         authorization = next(iter(headers.get("authorization", [])), None)
-        scheme, _, token = (authorization or "").partition(" ")
-        if self.settings_token and scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.settings_token.encode()):
+        token = bearer_token(authorization)
+        if self.settings_token and token is not None and hmac.compare_digest(token.encode(), self.settings_token.encode()):
             return UploaderMiddleware(Uploader("holder of CONNECTOME_FLIGHT_TOKEN", None))
         try:
             principal = self.registry.authenticate(authorization, Audit("flight_upload"))

@@ -75,7 +75,7 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
     return value if value is None or value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
-def _bearer_token(authorization: str | None) -> str | None:
+def bearer_token(authorization: str | None) -> str | None:
     """The token of an `Authorization: Bearer <token>` header, or None when there is none."""
     scheme, _, token = (authorization or "").partition(" ")
     return (token.strip() or None) if scheme.lower() == "bearer" else None
@@ -258,7 +258,7 @@ class Registry:
     def authenticate(self, authorization: str | None, audit: Audit) -> Principal:
         """The principal behind an `Authorization: Bearer …` header; refusals are audited."""
         with self.refusals_audited(audit):
-            token = _bearer_token(authorization)
+            token = bearer_token(authorization)
             if token is None:
                 raise Unauthorized("missing bearer token (send `Authorization: Bearer <token>`)")
             with self._session() as session:
@@ -281,7 +281,7 @@ class Registry:
 
     def token_user(self, authorization: str | None) -> str | None:
         """The user a bearer header names, without judging it (to attribute a refusal made before authentication)."""
-        token = _bearer_token(authorization)
+        token = bearer_token(authorization)
         if token is None:
             return None
         with self._session() as session:

@@ -17,6 +17,7 @@ import pytest
 
 from connectome_assets.cli import register_dataset
 from connectome_assets.demo import write_demo_release
+from connectome_assets.orchestration import LOCATION
 from connectome_assets_tests.expected import MAIN_JOB_CHECKS
 from connectome_assets_tests.operations.conftest import DagsterDev
 
@@ -35,7 +36,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-LOCATION = "connectome_assets"
 DATASET = "witvliet2021-adult"  # the smaller demo dataset
 # Generous caps for a loaded 2-core machine; the test waits for states, never for a fixed time.
 RUN_SECONDS = 600
