@@ -93,10 +93,10 @@ def register_dataset(settings: Settings, entry: DatasetEntry) -> Path:
     store = MetadataStore(settings.metadata_url)
     store.migrate()
     store.ensure_dataset(entry.name, entry.model, entry.description)
-    store.dispose()
     instance = dagster_instance(settings)
     ensure_partition(instance, entry.name)
-    instance.report_runless_asset_event(sources_observation(CatalogResource(path=str(settings.catalog)), entry.name))
+    instance.report_runless_asset_event(sources_observation(CatalogResource(path=str(settings.catalog)), store, entry.name))
+    store.dispose()
     return path
 
 
@@ -279,6 +279,7 @@ def dataset_status(settings: Settings, name: str) -> None:
     Reading the state settles an upload whose process is gone or whose lease expired as
     interrupted, so this never shows a dead upload as running.
     """
+    from connectome_assets.connectome.filtering import dropped_by_reason
     from connectome_assets.metadata.store import MetadataStore
 
     store = MetadataStore(settings.metadata_url)
@@ -293,6 +294,8 @@ def dataset_status(settings: Settings, name: str) -> None:
         rows = "-" if state.row_count is None else f"{state.row_count:,}"
         when = f"uploaded {state.uploaded_at:%Y-%m-%d %H:%M:%S} UTC" if state.uploaded_at else "never uploaded"
         print(f"  {state.table_id:<32} {state.upload_state:<9} {rows:>14} rows  {when}")
+        if state.summary and "rows_dropped" in state.summary:
+            print(f"    read {state.summary['rows_read']:,} rows, dropped {state.summary['rows_dropped']:,} ({dropped_by_reason(state.summary)})")
         if state.upload_state == "uploading":
             print(f"    upload {state.upload_id} by {state.upload_owner} since {state.upload_started_at:%Y-%m-%d %H:%M:%S} UTC, lease until {state.lease_expires_at:%H:%M:%S} UTC")
         if state.error_message:

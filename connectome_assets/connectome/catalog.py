@@ -18,6 +18,7 @@ import yaml
 
 from connectome_assets.connectome.errors import CatalogError
 from connectome_assets.connectome.sources import SourceModel, open_source_model
+from connectome_assets.metadata.store import MetadataStore
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -101,10 +102,16 @@ def entry_digest(catalog: Path, name: str) -> str:
     return hashlib.sha256(entry_path(catalog, name).read_bytes()).hexdigest()[:16]
 
 
-def sources_version(catalog: Path, name: str) -> str:
+def sources_version(catalog: Path, name: str, state: MetadataStore) -> str:
     """The data version of a dataset's sources: its entry (options included) and the fingerprint of
-    the files it names. Changes when either does; an entry that does not resolve raises SourceError."""
-    return f"{load_entry(catalog, name).source_model().fingerprint()}-{entry_digest(catalog, name)}"
+    the files it names. Changes when either does; an entry that does not resolve raises SourceError.
+
+    A dataset whose rows are sent to the platform (Flight) has no files: its sources are the uploads
+    it received, so its version changes when one of its tables completes an upload."""
+    model = load_entry(catalog, name).source_model()
+    received = model.received_tables
+    sources = f"received-{state.completed_uploads_fingerprint(name, received)}" if received else model.fingerprint()
+    return f"{sources}-{entry_digest(catalog, name)}"
 
 
 def write_entry(catalog: Path, entry: DatasetEntry) -> Path:

@@ -15,8 +15,9 @@ handful of batches in flight, so memory is bounded whatever the number of rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numba
 import numpy as np
@@ -164,6 +165,18 @@ class EndpointFilterStats:
     def rows_dropped(self) -> int:
         return self.dropped_pre_missing + self.dropped_post_missing + self.dropped_both_missing
 
+    def summary(self) -> dict[str, Any]:
+        """The counts as a JSON-ready mapping: what `dataset_table_state` records and assets show."""
+        return {
+            "rows_read": self.rows_read,
+            "rows_kept": self.rows_kept,
+            "rows_dropped": self.rows_dropped,
+            "dropped_pre_missing": self.dropped_pre_missing,
+            "dropped_post_missing": self.dropped_post_missing,
+            "dropped_both_missing": self.dropped_both_missing,
+            "sample_unannotated_ids": list(self.sample_unannotated_ids),
+        }
+
     def remember_unannotated(self, ids: np.ndarray) -> None:
         """Keep up to 20 distinct unannotated ids for the materialization metadata."""
         if len(self.sample_unannotated_ids) >= _SAMPLE_IDS or len(ids) == 0:
@@ -173,6 +186,15 @@ class EndpointFilterStats:
             if value not in seen and len(self.sample_unannotated_ids) < _SAMPLE_IDS:
                 self.sample_unannotated_ids.append(int(value))
                 seen.add(value)
+
+
+DROP_REASONS = ("dropped_pre_missing", "dropped_post_missing", "dropped_both_missing")
+
+
+def dropped_by_reason(summary: Mapping[str, Any]) -> str:
+    """'1,204 pre missing, 3 post missing, 0 both missing' from the filter's counts (`summary()` or a
+    Flight server's answer)."""
+    return ", ".join(f"{summary[key]:,} {key.removeprefix('dropped_').replace('_', ' ')}" for key in DROP_REASONS if key in summary)
 
 
 @dataclass(frozen=True)

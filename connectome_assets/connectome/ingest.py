@@ -7,6 +7,7 @@ in the warehouse for the dataset, through `filter_to_annotated_endpoints`.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from connectome_assets.connectome.filtering import AnnotatedNeuronSet, EndpointF
 from connectome_assets.connectome.sources import SourceModel
 from connectome_assets.connectome.sources.base import ConnectionStream
 from connectome_assets.connectome.streaming import ordered_parallel_map
-from connectome_assets.metadata.store import MetadataStore
+from connectome_assets.metadata.store import MetadataStore, UnknownDatasetError
 from connectome_assets.progress import Progress, discard
 from connectome_assets.warehouse.schema import check_identifier, ensure_schema
 from connectome_assets.warehouse.upload import Chunks, UploadResult, upload_table_atomically
@@ -80,8 +81,50 @@ def dataset_with_uploaded_neurons(name: str, state: MetadataStore) -> uuid.UUID:
     neurons_state = state.table_state(dataset_id, "neurons")
     if neurons_state is None or neurons_state.upload_state != "uploaded":
         shown = "never uploaded" if neurons_state is None else f"'{neurons_state.upload_state}'"
-        raise NeuronsNotUploadedError(f"dataset {name!r}: neurons are {shown}; materialize neurons before synapses")
+        raise NeuronsNotUploadedError(f"dataset {name!r}: neurons are {shown}; synapses are filtered against the uploaded neurons, so neurons come first")
     return dataset_id
+
+
+class ReceivedTableNotReadyError(RuntimeError):
+    """A table of a flight dataset whose last upload did not complete (it failed, or is running)."""
+
+
+@dataclass(frozen=True)
+class ReceivedTable:
+    """The rows a flight dataset's table holds: those of its last completed upload."""
+
+    dataset_id: uuid.UUID
+    table: str
+    rows: int
+    uploaded_at: dt.datetime
+    upload_id: str
+    summary: dict[str, Any]  # what that upload read and dropped (the endpoint filter's counts for synapses)
+
+    @property
+    def version(self) -> str:
+        return f"received-{self.upload_id}"
+
+
+def received_table(name: str, table: str, state: MetadataStore) -> ReceivedTable | None:
+    """What a table of a dataset whose rows arrive over Flight holds, from `dataset_table_state`: the
+    last completed upload, or None before the first one.
+
+    Only an 'uploaded' state describes the table (the blocking checks require it), so a last upload
+    that failed or is still running raises ReceivedTableNotReadyError with what to do."""
+    try:
+        dataset_id = state.dataset_id(name)
+    except UnknownDatasetError:
+        return None
+    found = state.table_state(dataset_id, table)
+    if found is None or found.upload_state == "pending":
+        return None
+    where = f"dataset {name!r}: the last Flight upload of {table}"
+    kept = f"the warehouse keeps the {found.row_count} rows uploaded at {found.uploaded_at:%Y-%m-%d %H:%M:%S} UTC" if found.uploaded_at else "the table has no rows yet"
+    if found.upload_state == "failed":
+        raise ReceivedTableNotReadyError(f"{where} failed ({found.error_message}); {kept}; send the table again with `connectome flight upload`")
+    if found.upload_state == "uploading":
+        raise ReceivedTableNotReadyError(f"{where} is still running (upload {found.upload_id} by {found.upload_owner}); {kept}; materialize again once it completes")
+    return ReceivedTable(dataset_id, table, found.row_count or 0, found.uploaded_at, found.upload_id or "", dict(found.summary or {}))
 
 
 def annotated_neuron_set(client: Client, database: str, dataset_id: uuid.UUID) -> AnnotatedNeuronSet:
@@ -166,7 +209,10 @@ def upload_synapses(
     def read_once() -> Iterator[pa.RecordBatch]:
         yield from read_from_the_start()  # opened when the upload, holding the claim, first reads
 
+    def summary() -> dict[str, Any]:
+        return {**attempts[-1][0].summary(), "annotated_neurons": annotated.size}
+
     chunks = read_from_the_start if restartable else read_once()
-    result = upload_table_atomically(client, database, "synapses", dataset_id, chunks, state, report=report)
+    result = upload_table_atomically(client, database, "synapses", dataset_id, chunks, state, report=report, summary=summary)
     stats, progress = attempts[-1]
     return SynapseUpload(annotated.size, stats, result, progress.finish())

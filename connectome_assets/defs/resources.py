@@ -59,8 +59,8 @@ class CatalogResource(dg.ConfigurableResource):
     def digest(self, name: str) -> str:
         return entry_digest(Path(self.path), name)
 
-    def sources_version(self, name: str) -> str:
-        return sources_version(Path(self.path), name)
+    def sources_version(self, name: str, state: MetadataStore) -> str:
+        return sources_version(Path(self.path), name, state)
 
 
 class StorageResource(dg.ConfigurableResource):

@@ -11,6 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from connectome_assets.connectome.filtering import dropped_by_reason
 from connectome_assets.flight.protocol import FLIGHT_BATCH_ROWS, end_of_table, parse_message
 
 
@@ -33,8 +34,8 @@ class FlightUpload:
         return int(self.answer["rows_dropped"])
 
     def summary(self) -> str:
-        reasons = [f"{self.answer[key]:,} {key.removeprefix('dropped_').replace('_', ' ')}" for key in ("dropped_pre_missing", "dropped_post_missing", "dropped_both_missing") if key in self.answer]
-        dropped = f"dropped {self.rows_dropped:,}" + (f" ({', '.join(reasons)})" if reasons else "")
+        reasons = dropped_by_reason(self.answer)
+        dropped = f"dropped {self.rows_dropped:,}" + (f" ({reasons})" if reasons else "")
         return f"{self.dataset}/{self.table}: sent {self.rows_sent:,} rows in {self.batches_sent} batches; server received {self.answer['rows_received']:,}, accepted {self.rows_accepted:,}, {dropped}"
 
 

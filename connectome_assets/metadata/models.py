@@ -43,6 +43,9 @@ class DatasetTableState(Base):
     upload_owner: Mapped[str | None] = mapped_column(sa.String(256), nullable=True)
     upload_started_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True), nullable=True)
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True), nullable=True)
+    # What the upload holding the rows read and dropped (e.g. the endpoint filter's counts); set with
+    # row_count, so it always describes the rows the warehouse holds.
+    upload_summary: Mapped[dict | None] = mapped_column(sa.JSON, nullable=True)
 
 
 # Feature registry ---------------------------------------------------------------------------

@@ -18,10 +18,12 @@ settles an `uploading` row whose process is gone (same host) or whose lease has 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -64,6 +66,7 @@ class TableState:
     upload_owner: str | None = None
     upload_started_at: dt.datetime | None = None
     lease_expires_at: dt.datetime | None = None
+    summary: dict[str, Any] | None = None  # what the upload holding the rows read and dropped
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,20 @@ class MetadataStore:
             tables = list(session.scalars(sa.select(DatasetTableState.table_id).where(DatasetTableState.dataset_id == dataset_id).order_by(DatasetTableState.table_id)))
         return [state for table in tables if (state := self.table_state(dataset_id, table)) is not None]
 
+    def completed_uploads_fingerprint(self, name: str, tables: Iterable[str]) -> str:
+        """When each of the dataset's `tables` last completed an upload, as a short digest: it changes
+        exactly when one of them completes another (a failed or running upload changes nothing)."""
+        with self._session() as session:
+            completed = dict(
+                session.execute(
+                    sa.select(DatasetTableState.table_id, DatasetTableState.uploaded_at)
+                    .join(Dataset, Dataset.id == DatasetTableState.dataset_id)
+                    .where(Dataset.name == name)
+                ).all()
+            )
+        marks = [f"{table}={_aware(completed[table]).isoformat() if completed.get(table) else '-'}" for table in tables]
+        return hashlib.sha256(";".join(marks).encode()).hexdigest()[:16]
+
     def begin_upload(self, dataset_id: uuid.UUID, table_id: str, owner: UploadOwner | None = None) -> UploadClaim:
         """Claim the table for a new upload (state `uploading`); refused while another live upload holds it."""
         owner = owner or UploadOwner.current()
@@ -199,12 +216,17 @@ class MetadataStore:
             )
             return renewed.rowcount == 1
 
-    def finish_upload(self, dataset_id: uuid.UUID, table_id: str, row_count: int, upload_id: str | None = None) -> None:
-        """The whole table is in the warehouse: record its full row count.
+    def finish_upload(
+        self, dataset_id: uuid.UUID, table_id: str, row_count: int, upload_id: str | None = None, summary: Mapping[str, Any] | None = None
+    ) -> None:
+        """The whole table is in the warehouse: record its full row count (and what the upload read
+        and dropped, `summary`, JSON-serialisable).
 
         With `upload_id`, only that upload may record its result (`UploadOwnershipLostError` otherwise).
         """
-        self._transition(dataset_id, table_id, "uploaded", error=None, row_count=row_count, uploaded_at=self.clock(), upload_id=upload_id)
+        self._transition(
+            dataset_id, table_id, "uploaded", error=None, row_count=row_count, uploaded_at=self.clock(), upload_id=upload_id, summary=summary
+        )
 
     def fail_upload(self, dataset_id: uuid.UUID, table_id: str, error: str, upload_id: str | None = None) -> None:
         """Record the failure; with `upload_id`, a table taken over by another upload is left alone."""
@@ -252,10 +274,11 @@ class MetadataStore:
                 row.upload_state = "pending"
                 row.row_count = None
                 row.uploaded_at = None
+                row.upload_summary = None
                 row.error_message = None
             return sorted(row.table_id for row in rows)
 
-    def _transition(self, dataset_id, table_id, state, error, row_count=None, uploaded_at=None, upload_id=None) -> None:
+    def _transition(self, dataset_id, table_id, state, error, row_count=None, uploaded_at=None, upload_id=None, summary=None) -> None:
         with self._session() as session, session.begin():
             row = session.get(DatasetTableState, (dataset_id, table_id), with_for_update=True)
             if upload_id is not None and (row is None or row.upload_id != upload_id):
@@ -271,6 +294,7 @@ class MetadataStore:
             if uploaded_at is not None:
                 row.row_count = row_count
                 row.uploaded_at = uploaded_at
+                row.upload_summary = dict(summary) if summary is not None else None
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:
@@ -291,6 +315,7 @@ def _state(row: DatasetTableState) -> TableState:
         row.upload_owner,
         _aware(row.upload_started_at),
         _aware(row.lease_expires_at),
+        row.upload_summary,
     )
 
 

@@ -25,7 +25,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,11 +203,13 @@ def upload_table_atomically(
     report: Callable[[str], Any] = _log.warning,
     retry: RetryPolicy | None = None,
     sleep: Callable[[float], Any] = time.sleep,
+    summary: Callable[[], Mapping[str, Any]] | None = None,
 ) -> UploadResult:
     """The one upload path: claim the table (`uploading`), replace rows, then `uploaded` or `failed`.
 
     `chunks` that can be read again (a list, a tuple, or a callable returning a fresh iterable) make
     the whole attempt retryable after a transient error; a one-shot iterator gets one attempt.
+    `summary`, asked once the rows are in, is recorded with the row count (what was read and dropped).
     """
     claim = state.begin_upload(dataset_id, table)
     if claim.superseded:
@@ -231,5 +233,5 @@ def upload_table_atomically(
     except BaseException as exc:  # interrupted uploads must leave a truthful state too
         state.fail_upload(dataset_id, table, f"{type(exc).__name__}: {exc}", upload_id=claim.upload_id)
         raise
-    state.finish_upload(dataset_id, table, result.rows, upload_id=claim.upload_id)
+    state.finish_upload(dataset_id, table, result.rows, upload_id=claim.upload_id, summary=summary() if summary else None)
     return result

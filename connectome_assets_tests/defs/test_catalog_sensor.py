@@ -10,7 +10,7 @@ import pytest
 
 from connectome_assets.connectome.catalog import write_entry
 from connectome_assets.defs.connectome.sensors import dataset_catalog_sensor
-from connectome_assets.defs.resources import CatalogResource
+from connectome_assets.defs.resources import CatalogResource, MetadataResource
 from connectome_assets_tests.releases import entry, write_release
 
 
@@ -25,8 +25,12 @@ def instance():
         yield instance
 
 
+def metadata(catalog: Path) -> MetadataResource:
+    return MetadataResource(url=f"sqlite:///{catalog.parent / 'metadata.sqlite'}")
+
+
 def tick(instance: dg.DagsterInstance, catalog: Path, cursor: str | None) -> dg.SensorResult:
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"catalog": CatalogResource(path=str(catalog))})
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"catalog": CatalogResource(path=str(catalog)), "metadata": metadata(catalog)})
     result = dataset_catalog_sensor(context)
     # Apply the partition requests and the observations as the daemon would.
     for request in result.dynamic_partitions_requests or []:
@@ -52,7 +56,7 @@ def test_new_entry_adds_a_partition_and_observes_its_sources_once(instance, cata
     write_entry(catalog, entry("manc", write_release(tmp_path / "r", [1, 2], [(1, 2, 1)])))
     first = tick(instance, catalog, None)
     assert list(observed(first)) == ["manc"]
-    assert observed(first)["manc"] == CatalogResource(path=str(catalog)).sources_version("manc")
+    assert observed(first)["manc"] == CatalogResource(path=str(catalog)).sources_version("manc", metadata(catalog).get_store())
     assert [list(r.partition_keys) for r in first.dynamic_partitions_requests] == [["manc"]]
     assert instance.get_dynamic_partitions("datasets") == ["manc"]
     assert not first.run_requests  # automation decides what to materialize

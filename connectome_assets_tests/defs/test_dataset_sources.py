@@ -12,12 +12,13 @@ from dagster._core.definitions.observe import observe as observe_in_process
 
 from connectome_assets.connectome.catalog import write_entry
 from connectome_assets.defs.connectome.assets import dataset_sources
-from connectome_assets.defs.resources import CatalogResource
+from connectome_assets.defs.resources import CatalogResource, MetadataResource
 from connectome_assets_tests.releases import entry, write_release
 
 
 def observe(instance: dg.DagsterInstance, catalog: Path) -> dict[str, str]:
-    result = observe_in_process([dataset_sources], instance=instance, resources={"catalog": CatalogResource(path=str(catalog))})
+    metadata = MetadataResource(url=f"sqlite:///{catalog.parent / 'metadata.sqlite'}")
+    result = observe_in_process([dataset_sources], instance=instance, resources={"catalog": CatalogResource(path=str(catalog)), "metadata": metadata})
     assert result.success
     return {
         e.event_specific_data.asset_observation.partition: e.event_specific_data.asset_observation.data_version

@@ -9,8 +9,6 @@ import signal
 import subprocess
 import sys
 import json
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,75 +23,13 @@ from connectome_assets.connectome.errors import SourceError
 from connectome_assets.connectome.ingest import import_neurons, import_synapses
 from connectome_assets.flight.client import call_options, flight_batches, upload_to_flight
 from connectome_assets.flight.protocol import end_of_table
-from connectome_assets.flight.server import flight_server
-from connectome_assets.metadata.store import MetadataStore
 from connectome_assets.registry.config import registry_config
 from connectome_assets.registry.service import Registry
-from connectome_assets.settings import FlightSettings, Settings
+from connectome_assets.settings import Settings
 from connectome_assets.warehouse.client import connect
 from connectome_assets_tests.conftest import _free_port
+from connectome_assets_tests.flight.helpers import TOKEN, FlightEnv, neurons, random_edges, wait_until_uploading
 from connectome_assets_tests.releases import entry, write_release
-
-TOKEN = "settings-token-for-tests"
-
-
-@dataclasses.dataclass
-class FlightEnv:
-    settings: Settings
-    url: str
-    state: MetadataStore
-
-    def add_dataset(self, name: str) -> None:
-        write_entry(self.settings.catalog, DatasetEntry(name, "flight", location=str(self.settings.catalog / f"{name}.yaml")))
-
-    def upload(self, dataset: str, table: str, data: pa.Table | Iterator[pa.RecordBatch], **options) -> object:
-        return upload_to_flight(self.url, dataset, table, data, options.pop("token", TOKEN), timeout_seconds=60, **options)
-
-    def rows(self, dataset: str, table: str, columns: str) -> list[tuple]:
-        dataset_id = self.state.dataset_id(dataset)
-        db = self.settings.clickhouse_database
-        return connect(self.settings.clickhouse_url).query(
-            f"SELECT {columns} FROM {db}.{table} WHERE dataset_id = {{ds:UUID}} ORDER BY {columns}", parameters={"ds": str(dataset_id)}
-        ).result_rows
-
-    def upload_state(self, dataset: str, table: str):
-        return self.state.table_state(self.state.dataset_id(dataset), table)
-
-    def settled_state(self, dataset: str, table: str):
-        """The state once the server has finished with the stream (it may still be swapping when the client returns)."""
-        deadline = time.monotonic() + 30
-        while (found := self.upload_state(dataset, table)) is None or found.upload_state == "uploading":
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{dataset}/{table} still {found}")
-            time.sleep(0.05)
-        return found
-
-
-@pytest.fixture
-def env(settings: Settings, clickhouse, metadata_store: MetadataStore) -> Iterator[FlightEnv]:
-    settings = dataclasses.replace(settings, flight=FlightSettings(url="", token=TOKEN, timeout_seconds=60))
-    server = flight_server(settings)
-    thread = threading.Thread(target=server.serve, daemon=True)
-    thread.start()
-    try:
-        yield FlightEnv(settings, f"grpc://127.0.0.1:{server.port}", metadata_store)
-    finally:
-        server.shutdown()
-        thread.join()
-
-
-def neurons(ids: list[int] | np.ndarray) -> pa.Table:
-    ids = np.asarray(ids, np.uint64)
-    return pa.table({"neuron_id": ids, "type": [f"T{i % 3}" for i in range(len(ids))], "hemilineage": ["07B"] * len(ids)})
-
-
-def synapses(pre: np.ndarray, post: np.ndarray, weight: np.ndarray) -> pa.Table:
-    return pa.table({"pre_neuron_id": pa.array(pre, pa.uint64()), "post_neuron_id": pa.array(post, pa.uint64()), "weight": pa.array(weight, pa.int32())})
-
-
-def random_edges(rng: np.random.Generator, ids: np.ndarray, rows: int) -> pa.Table:
-    return synapses(rng.choice(ids, rows), rng.choice(ids, rows), rng.integers(1, 50, rows))
-
 
 def test_flight_batches_are_at_most_65536_rows_and_keep_every_row() -> None:
     small = [pa.record_batch({"x": np.arange(n)}) for n in (10, 70_000, 3, 65_536, 1)]
@@ -180,13 +116,6 @@ def open_put(client: flight.FlightClient, dataset: str, table: str, schema: pa.S
     return client.do_put(flight.FlightDescriptor.for_path(dataset, table), schema, options=call_options(TOKEN, 60))
 
 
-def wait_until_uploading(env: FlightEnv, dataset: str, table: str) -> None:
-    deadline = time.monotonic() + 30
-    while dataset not in env.state.dataset_names() or (found := env.upload_state(dataset, table)) is None or found.upload_state != "uploading":
-        assert time.monotonic() < deadline, f"the upload of {dataset}/{table} never claimed the table"
-        time.sleep(0.05)
-
-
 def test_concurrent_uploads_of_different_tables_of_different_datasets_both_land(env: FlightEnv) -> None:
     """Both streams are held open, each with its table claimed, before either ends."""
     rng = np.random.default_rng(5)
@@ -261,18 +190,34 @@ def test_unknown_dataset_table_or_bad_schema_is_one_sentence(env: FlightEnv, tmp
         env.upload("files", "neurons", neurons([1]))
 
 
-def test_a_flight_dataset_has_a_sources_version_and_its_assets_say_rows_arrive_over_flight(env: FlightEnv) -> None:
+def test_a_flight_datasets_sources_version_changes_exactly_when_a_table_completes_an_upload(env: FlightEnv) -> None:
     env.add_dataset("fl")
-    version = sources_version(env.settings.catalog, "fl")
-    assert version.startswith("flight-")
-    flight_entry = DatasetEntry("fl", "flight", location="catalog/fl.yaml")
+    ids = np.arange(1, 101, dtype=np.uint64)
+    before = sources_version(env.settings.catalog, "fl", env.state)
+    assert before.startswith("received-")
+    assert sources_version(env.settings.catalog, "fl", env.state) == before
+    env.upload("fl", "neurons", neurons(ids))
+    with_neurons = sources_version(env.settings.catalog, "fl", env.state)
+    assert with_neurons != before
+    with pytest.raises(ClientFailed):
+        env.upload("fl", "neurons", failing_after(neurons(ids), 1, 50), schema=neurons(ids).schema, batch_rows=50)
+    assert env.settled_state("fl", "neurons").upload_state == "failed"
+    assert sources_version(env.settings.catalog, "fl", env.state) == with_neurons  # a failed upload changes nothing
+    with pytest.raises(pa.ArrowInvalid, match="neurons are 'failed'; synapses are filtered against the uploaded neurons, so neurons come first"):
+        env.upload("fl", "synapses", random_edges(np.random.default_rng(1), ids, 500))
+    assert sources_version(env.settings.catalog, "fl", env.state) == with_neurons
+    env.upload("fl", "neurons", neurons(ids))
+    again = sources_version(env.settings.catalog, "fl", env.state)
+    env.upload("fl", "synapses", random_edges(np.random.default_rng(1), ids, 500))
+    assert len({before, with_neurons, again, sources_version(env.settings.catalog, "fl", env.state)}) == 4
+    # The rows of a flight dataset are never read from files, whatever path asks.
     with pytest.raises(SourceError, match="arrive over Arrow Flight"):
-        import_neurons(flight_entry, connect(env.settings.clickhouse_url), env.settings.clickhouse_database, env.state)
+        import_neurons(DatasetEntry("fl", "flight", location="catalog/fl.yaml"), connect(env.settings.clickhouse_url), env.settings.clickhouse_database, env.state)
 
 
 def test_flight_dataset_through_dagster_and_the_cli(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`dataset add --model flight` registers and observes it; materializing neurons fails with the
-    one sentence; `connectome flight serve` / `upload` as subprocesses move a Feather file."""
+    """`dataset add --model flight` registers and observes it; materializing neurons before any
+    upload records nothing; `connectome flight serve` / `upload` as subprocesses move a Feather file."""
     from connectome_assets.cli import main, materialize_dataset
 
     env = {**os.environ, "CONNECTOME_HOME": str(settings.home), "CONNECTOME_CATALOG": str(settings.catalog), "CONNECTOME_METADATA_URL": settings.metadata_url,
@@ -281,9 +226,7 @@ def test_flight_dataset_through_dagster_and_the_cli(settings: Settings, tmp_path
         monkeypatch.setenv(key, env[key])
     assert main(["dataset", "add", "fl", "--model", "flight"]) == 0
     report = materialize_dataset(settings, "fl", "key:neurons")
-    assert not report.success
-    assert report.failures == [f"neurons: {settings.catalog / 'fl.yaml'}: is a 'flight' dataset: its neurons and synapses arrive over Arrow Flight"
-                               " (`connectome flight upload`), not from source files"]
+    assert (report.success, report.materialized, report.failures) == (True, {}, [])
 
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "connectome_assets.cli", "flight", "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, text=True)

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 # Runs of this instance hold the embedded ClickHouse path for their whole process when they use
 # the in-process executor: one run at a time.
 MAX_CONCURRENT_RUNS = 1
-AUTOMATION = ("connectome_automation", "dataset_catalog_sensor", "dvid_export_sensor")
+AUTOMATION = ("connectome_automation", "dataset_catalog_sensor", "flight_upload_sensor", "dvid_export_sensor")
 
 
 @dataclass

@@ -33,6 +33,8 @@ class SourceModel(abc.ABC):
     name: ClassVar[str]
     required_sources: ClassVar[tuple[str, ...]] = ()
     optional_sources: ClassVar[tuple[str, ...]] = ()
+    # Tables whose rows are sent to the platform (over Flight) instead of read from source files.
+    received_tables: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, sources: Mapping[str, str], options: Mapping[str, Any], location: str) -> None:
         missing = [key for key in self.required_sources if key not in sources]

@@ -1,19 +1,22 @@
 """Connectome assets, one partition per dataset. Thin: the library does the work."""
 
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from connectome_assets.connectome.errors import SourceError
-from connectome_assets.connectome.ingest import NeuronsNotUploadedError, import_neurons, import_synapses
+from connectome_assets.connectome.ingest import NeuronsNotUploadedError, ReceivedTableNotReadyError, import_neurons, import_synapses, received_table
+from connectome_assets.connectome.sources.flight import FlightSource
 from connectome_assets.defs.automation import BEHIND_VERIFIED_UPSTREAM, OBSERVE_ON_CRON
 from connectome_assets.defs.connectome.partitions import datasets_partitions
 from connectome_assets.defs.resources import CatalogResource, ClickHouseResource, MetadataResource
+from connectome_assets.metadata.store import MetadataStore
 from connectome_assets.warehouse.graph_edges import edge_summary
 from connectome_assets.warehouse.upload import UploadVerificationError
 
-_ACTIONABLE = (SourceError, NeuronsNotUploadedError, UploadVerificationError)
+_ACTIONABLE = (SourceError, NeuronsNotUploadedError, UploadVerificationError, ReceivedTableNotReadyError)
 
 
 def dataset_asset(
@@ -21,10 +24,13 @@ def dataset_asset(
     group_name: str = "connectome",
     kinds: frozenset[str] = frozenset({"clickhouse"}),
     automation_condition: dg.AutomationCondition | None = BEHIND_VERIFIED_UPSTREAM,
+    output_required: bool = True,
 ):
     """An asset of one dataset partition that reads or writes ClickHouse (one step at a time per pool),
-    materialized by automation behind its upstream's blocking checks unless told otherwise."""
+    materialized by automation behind its upstream's blocking checks unless told otherwise.
+    `output_required=False`: a run may have nothing to record for the partition (nothing runs below it then)."""
     return dg.asset(
+        output_required=output_required,
         partitions_def=datasets_partitions,
         deps=list(upstream),
         pool="clickhouse",
@@ -55,39 +61,72 @@ def progress_metadata(figures: dict[str, Any]) -> dict[str, dg.MetadataValue]:
     group_name="connectome",
     automation_condition=OBSERVE_ON_CRON,
     description="A dataset's source files as its catalog entry names them; the data version is the entry's digest and the files'"
-    " fingerprint (size and modification time). Observed on a schedule (defs/automation.py) and by the catalog sensor.",
+    " fingerprint (size and modification time), or for a `flight` dataset when each of its tables last completed an upload."
+    " Observed on a schedule (defs/automation.py) and by the catalog and Flight upload sensors.",
 )
-def dataset_sources(context: dg.OpExecutionContext, catalog: CatalogResource) -> dg.DataVersionsByPartition:
+def dataset_sources(context: dg.OpExecutionContext, catalog: CatalogResource, metadata: MetadataResource) -> dg.DataVersionsByPartition:
     versions: dict[str, str] = {}
+    state = metadata.get_store()
     for name in context.instance.get_dynamic_partitions(datasets_partitions.name):
         try:
-            versions[name] = catalog.sources_version(name)
+            versions[name] = catalog.sources_version(name, state)
         except SourceError as exc:
             context.log.warning(str(exc))
     return dg.DataVersionsByPartition(versions)
 
 
-def sources_observation(catalog: CatalogResource, name: str) -> dg.AssetObservation:
-    """An observation of one dataset's `dataset_sources`, as the catalog sensor and `connectome
-    dataset add` report it when an entry is new or edited (raises SourceError if it does not resolve)."""
-    return dg.AssetObservation(asset_key=dataset_sources.key, partition=name, tags={DATA_VERSION_TAG: catalog.sources_version(name)})
+def sources_observation(catalog: CatalogResource, state: MetadataStore, name: str) -> dg.AssetObservation:
+    """An observation of one dataset's `dataset_sources`, as the sensors and `connectome dataset add`
+    report it when an entry is new or edited or a Flight upload completes (raises SourceError if the
+    entry does not resolve)."""
+    return dg.AssetObservation(asset_key=dataset_sources.key, partition=name, tags={DATA_VERSION_TAG: catalog.sources_version(name, state)})
 
 
-@dataset_asset(dataset_sources)
+def endpoint_filter_metadata(summary: Mapping[str, Any]) -> dict[str, dg.MetadataValue]:
+    """The endpoint filter's counts (`EndpointFilterStats.summary`, as `dataset_table_state` records
+    them) as materialization metadata."""
+    return {name: dg.MetadataValue.json(value) if isinstance(value, list) else dg.MetadataValue.int(value) for name, value in summary.items()}
+
+
+def received_upload(context: dg.AssetExecutionContext, metadata: MetadataResource, table: str) -> Iterator[dg.MaterializeResult]:
+    """For a dataset whose rows arrive over Flight: record the table's last completed upload (the rows
+    are already swapped in; the blocking checks then verify them). Nothing before the first upload."""
+    received = received_table(context.partition_key, table, metadata.get_store())
+    if received is None:
+        context.log.info(f"dataset {context.partition_key!r}: no Flight upload of {table} has completed yet; nothing to record until one does")
+        return
+    yield dg.MaterializeResult(
+        metadata={
+            "dataset_id": str(received.dataset_id),
+            "source_model": FlightSource.name,
+            "rows_written": dg.MetadataValue.int(received.rows),
+            "uploaded_at": dg.MetadataValue.timestamp(received.uploaded_at),
+            "upload_id": received.upload_id,
+            **endpoint_filter_metadata(received.summary),
+        },
+        data_version=dg.DataVersion(received.version),
+    )
+
+
+@dataset_asset(dataset_sources, output_required=False)
 def neurons(
     context: dg.AssetExecutionContext, clickhouse: ClickHouseResource, metadata: MetadataResource, catalog: CatalogResource
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult]:
     """The dataset's annotated neurons in ClickHouse `neurons`: the dataset's neuron universe.
 
     Both source files are checked before anything is written; the rows are swapped in
-    atomically and `dataset_table_state` then records the whole table.
+    atomically and `dataset_table_state` then records the whole table. For a `flight` dataset the
+    rows arrive over Arrow Flight: this records its last completed upload.
     """
     try:
         entry = catalog.entry(context.partition_key)
+        if entry.source_model().received_tables:
+            yield from received_upload(context, metadata, "neurons")
+            return
         result = import_neurons(entry, clickhouse.get_client(), clickhouse.database, metadata.get_store(), context.log.info)
     except _ACTIONABLE as exc:
         raise failure(exc) from exc
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             "dataset_id": str(result.dataset_id),
             "source_model": entry.model,
@@ -99,31 +138,29 @@ def neurons(
     )
 
 
-@dataset_asset(neurons)
+@dataset_asset(neurons, output_required=False)
 def synapses(
     context: dg.AssetExecutionContext, clickhouse: ClickHouseResource, metadata: MetadataResource, catalog: CatalogResource
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult]:
     """Connection rows filtered to annotated pre AND post neurons, in ClickHouse `synapses`.
 
     Rows with an unannotated endpoint are dropped and counted by reason, never turned into
-    placeholder neurons. Streams record batches; swapped in atomically.
+    placeholder neurons. Streams record batches; swapped in atomically. For a `flight` dataset the
+    Flight server ran the same filter and upload: this records its last completed upload.
     """
     try:
         entry = catalog.entry(context.partition_key)
+        if entry.source_model().received_tables:
+            yield from received_upload(context, metadata, "synapses")
+            return
         result = import_synapses(entry, clickhouse.get_client(), clickhouse.database, metadata.get_store(), context.log.info)
     except _ACTIONABLE as exc:
         raise failure(exc) from exc
-    stats = result.filter
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             "dataset_id": str(result.dataset_id),
             "annotated_neurons": dg.MetadataValue.int(result.annotated_neurons),
-            "rows_read": dg.MetadataValue.int(stats.rows_read),
-            "rows_dropped": dg.MetadataValue.int(stats.rows_dropped),
-            "dropped_pre_missing": dg.MetadataValue.int(stats.dropped_pre_missing),
-            "dropped_post_missing": dg.MetadataValue.int(stats.dropped_post_missing),
-            "dropped_both_missing": dg.MetadataValue.int(stats.dropped_both_missing),
-            "sample_unannotated_ids": dg.MetadataValue.json(stats.sample_unannotated_ids),
+            **endpoint_filter_metadata(result.filter.summary()),
             "rows_written": dg.MetadataValue.int(result.rows_written),
             "inserts": dg.MetadataValue.int(result.inserts),
             **progress_metadata(result.progress),
