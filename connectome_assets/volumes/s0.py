@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import tensorstore as ts
 
+from connectome_assets.volumes import WRITERS
 from connectome_assets.volumes.block_codec import BlockFormatError, decode_block
 from connectome_assets.volumes.cseg_transcode import transcode_chunk
 from connectome_assets.volumes.precomputed import CHUNK, Scale, chunk_box, open_scale
@@ -35,7 +36,6 @@ from connectome_assets.volumes.shard_writer import ShardWriter
 from connectome_assets.volumes.sharding import compressed_morton_code, grid_bits, shard_and_minishard, shard_file_name
 
 _ORIGIN = re.compile(r"^(\d+)_(\d+)_(\d+)$")
-WRITERS = ("transcode", "array")
 
 
 class ShardMappingError(ValueError):
