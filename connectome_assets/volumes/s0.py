@@ -30,7 +30,7 @@ import tensorstore as ts
 from connectome_assets.volumes import WRITERS
 from connectome_assets.volumes.block_codec import BlockFormatError, decode_block
 from connectome_assets.volumes.cseg_transcode import transcode_chunk
-from connectome_assets.volumes.precomputed import CHUNK, Scale, chunk_box, open_scale
+from connectome_assets.volumes.precomputed import CHUNK, Scale, VolumeSpecError, chunk_box, open_scale
 from connectome_assets.volumes.shard_reader import DvidShardReader, ShardFormatError
 from connectome_assets.volumes.shard_writer import ShardWriter
 from connectome_assets.volumes.sharding import compressed_morton_code, grid_bits, shard_and_minishard, shard_file_name
@@ -121,9 +121,13 @@ def write_dvid_shard(
     return result
 
 
-def _chunks_inside(reader: DvidShardReader, scale: Scale, expected: int, depth: int, result: ShardWriteResult) -> Iterator[tuple[tuple[int, int, int], np.ndarray, np.ndarray]]:
-    """Each chunk of the DVID shard inside the volume, with its voxel box [start, end) clipped to it;
-    counts `chunks` and `outside`, and refuses a chunk that belongs to another output shard."""
+_Block = tuple[tuple[int, int, int], np.ndarray, np.ndarray, bytes, np.ndarray | None]
+
+
+def _blocks_inside(reader: DvidShardReader, scale: Scale, expected: int, depth: int, supervoxels: bool, result: ShardWriteResult) -> Iterator[_Block]:
+    """Each chunk of the DVID shard inside the volume: (chunk, its voxel box [start, end) clipped to the
+    volume, its DVID block bytes after zstd, the table to map them through or None). Counts `chunks` and
+    `outside` and times the reading; refuses a chunk that belongs to another output shard."""
     for chunk in reader.chunks:
         result.chunks += 1
         problem = misplaced_chunk(reader.arrow_path, chunk, scale, expected)
@@ -133,24 +137,24 @@ def _chunks_inside(reader: DvidShardReader, scale: Scale, expected: int, depth: 
         if (end <= start).any():
             result.outside += 1
             continue
-        yield chunk, start, end
+        reading = time.perf_counter()
+        block, table, _ = reader.block(chunk, supervoxels)
+        result.read_seconds += time.perf_counter() - reading
+        yield chunk, start, end, block, table
 
 
 def _write_transcoded(reader: DvidShardReader, dest_url: str, scale: Scale, expected: int, supervoxels: bool, result: ShardWriteResult) -> None:
     """Blocks -> compressed_segmentation chunk bytes -> the sharded kvstore, one transaction."""
     if any(scale.voxel_offset):
         # Chunk ids count from the voxel offset; DVID's block grid counts from voxel 0.
-        raise ValueError(f"{dest_url}{scale.key}: the transcode writer needs voxel_offset 0, the scale has {list(scale.voxel_offset)}; use the array writer")
+        raise VolumeSpecError(f"{dest_url}{scale.key}: the transcode writer needs voxel_offset 0, the scale has {list(scale.voxel_offset)}; use the array writer")
     with ShardWriter(dest_url, scale) as shard:
-        for chunk, start, end in _chunks_inside(reader, scale, expected, CHUNK, result):
-            reading = time.perf_counter()
-            block, table, coordinate = reader.block(chunk, supervoxels)
+        for chunk, start, end, block, table in _blocks_inside(reader, scale, expected, CHUNK, supervoxels, result):
             transcoding = time.perf_counter()
-            result.read_seconds += transcoding - reading
             try:
                 encoded = transcode_chunk(block, table, tuple((end - start).tolist()))
             except BlockFormatError as exc:
-                raise reader.bad_block(coordinate, exc) from None
+                raise reader.bad_block(chunk, exc) from None
             writing = time.perf_counter()
             result.transcode_seconds += writing - transcoding
             if encoded is None:
@@ -173,15 +177,12 @@ def _write_voxels(
     depth = CHUNK // stride
     txn = ts.Transaction()
     target = open_scale(dest_url, scale.index).with_transaction(txn)
-    for chunk, start, end in _chunks_inside(reader, scale, expected, depth, result):
-        reading = time.perf_counter()
-        block, table, coordinate = reader.block(chunk, supervoxels)
+    for chunk, start, end, block, table in _blocks_inside(reader, scale, expected, depth, supervoxels, result):
         decoding = time.perf_counter()
-        result.read_seconds += decoding - reading
         try:
             voxels = decode_block(block, table)  # (z, y, x)
         except BlockFormatError as exc:
-            raise reader.bad_block(coordinate, exc) from None
+            raise reader.bad_block(chunk, exc) from None
         if stride > 1:
             voxels = voxels[::stride]
         origin = np.asarray(chunk) * [CHUNK, CHUNK, depth]

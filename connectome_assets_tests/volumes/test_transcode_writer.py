@@ -6,6 +6,7 @@ volume whose edge chunks are partial, gs:// on fake-gcs-server, and a corrupt bl
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import pytest
 import tensorstore as ts
 
 from connectome_assets.volumes import WRITERS
-from connectome_assets.volumes.precomputed import Scale, destination_url, info_from_spec, kvstore_spec, open_scale, scales_of, shard_files, write_info
+from connectome_assets.volumes.precomputed import Scale, VolumeSpecError, destination_url, info_from_spec, kvstore_spec, open_scale, scales_of, shard_files, write_info
 from connectome_assets.volumes.s0 import ShardWriteResult, write_dvid_shard
 from connectome_assets.volumes.shard_reader import DvidShardReader, ShardFormatError
 from connectome_assets.volumes.sharding import shard_chunk_data
@@ -195,3 +196,13 @@ def test_a_corrupt_block_is_named_and_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(ShardFormatError, match="block is truncated"):
         write_dvid_shard(DvidShardReader(broken), dest, scale)
     assert shard_bytes(dest, scale, result.output_file) == before
+
+
+def test_the_transcode_writer_refuses_a_voxel_offset(tmp_path: Path) -> None:
+    info = info_from_spec(small_spec(), "small.json")
+    export = tmp_path / "export"
+    write_export_scale(export, info, 0, labelled_volume((160, 130, 200), seed=9))
+    scale = dataclasses.replace(scales_of(info)[0], voxel_offset=(64, 0, 0))  # chunk ids would count from voxel 64
+    dest = destination_url(str(tmp_path / "out"))
+    with pytest.raises(VolumeSpecError, match=r"8nm: the transcode writer needs voxel_offset 0, the scale has \[64, 0, 0\]; use the array writer"):
+        write_dvid_shard(DvidShardReader(sorted((export / "s0").glob("*.arrow"))[0]), dest, scale)
