@@ -1,5 +1,5 @@
 """Volume benchmarks: 2x2x2 mode downres of the real pinky40 volume beside tinybrain and tensorstore,
-and DVID block decode throughput on the real male CNS export shard.
+DVID block decode throughput on the real male CNS export shard, and the two s0 writers on it.
 
 downres
 -------
@@ -46,16 +46,25 @@ Each is run for `--decode-passes` passes over the 258 blocks; the median pass gi
 GB/s of decoded voxels (uint64, 2 MiB per block; GB = 1e9 bytes). CPU seconds and peaks are
 over all passes. Both must produce identical voxels (checked).
 
-write
------
-`write_dvid_shard` (the s0 path) on the same real shard as s1 of the male CNS spec
-(`mcns-ng-specs.json`): decode + label mapping + transpose + tensorstore `neuroglancer_precomputed`
-writes in ONE transaction + commit (compressed_segmentation encode, sharding, gzip), into a fresh
-local volume each pass; blocks/s of the median pass, with the decode share. One chunk is read
-back and compared (checked).
+writers
+-------
+`write_dvid_shard` (the s0 path) with each writer on the same real shard as s1 of the male CNS spec
+(`mcns-ng-specs.json`, raw chunk data; `--data-encoding gzip` to gzip it), side by side in one run:
 
-Usage: python benchmarks/volumes.py [--only downres|decode|write] [--repeat 5] [--skip-uint32] [--decode-passes 10]
-                                    [--write-passes 3]
+* transcode: Arrow row + zstd + `transcode_chunk` (DVID block -> compressed_segmentation bytes)
+  + the `neuroglancer_uint64_sharded` kvstore in one transaction + commit;
+* array: Arrow row + zstd + decode + label mapping + transpose + tensorstore
+  `neuroglancer_precomputed` writes in one transaction + commit (the cseg encode happens there).
+
+Each writer runs in a fresh process pinned to one core (`os.sched_setaffinity`, tensorstore's
+threads included), one untimed pass first, then `--write-passes` passes, each end to end from
+opening the Arrow file to the committed shard file of a fresh local volume: blocks/s per core of the
+median pass, the breakdown (read + zstd, decode, transcode, kvstore write + commit: medians), CPU
+seconds and peak RSS. The two writers' last outputs must hold the same chunks with the same bytes
+(`sharding.shard_chunk_data`), else the script exits non-zero.
+
+Usage: python benchmarks/volumes.py [--only downres|decode|writers] [--repeat 5] [--skip-uint32] [--decode-passes 10]
+                                    [--write-passes 5] [--data-encoding raw|gzip]
 """
 
 from __future__ import annotations
@@ -360,62 +369,122 @@ def decode_section(passes: int) -> bool:
 
 
 @dataclass
-class WriteRun:
+class WriterRun:
+    writer: str
+    core: int
     blocks: int
-    seconds: list[float] = field(default_factory=list)
-    decode_seconds: list[float] = field(default_factory=list)
+    written: int = 0
+    passes: list[float] = field(default_factory=list)  # end to end: open the Arrow file .. shard file committed
+    read: list[float] = field(default_factory=list)  # Arrow row + zstd
+    decode: list[float] = field(default_factory=list)  # array: DVID block -> uint64 voxels
+    transcode: list[float] = field(default_factory=list)  # transcode: DVID block -> compressed_segmentation bytes
+    write: list[float] = field(default_factory=list)  # tensorstore writes + commit
     measured: Measurement = field(default_factory=Measurement)
-    equal: bool = False
+    output: str = ""  # the last pass's volume, for the chunk-for-chunk check
+
+    @property
+    def blocks_per_second(self) -> float:
+        return self.blocks / statistics.median(self.passes)
 
 
-def run_write(passes: int) -> WriteRun:
-    """`write_dvid_shard` on the real shard as s1 of the male CNS spec, into a fresh local volume per pass."""
+def writer_scale(data_encoding: str | None):
+    """The real shard's scale: s1 of the male CNS spec, with the spec's data encoding or `data_encoding`."""
     import json
 
-    import numpy as np
+    from connectome_assets.volumes.precomputed import info_from_spec, scales_of
 
-    from connectome_assets.volumes.precomputed import destination_url, info_from_spec, open_scale, scales_of, write_info
+    info = info_from_spec(json.loads(SPEC.read_text()), str(SPEC))
+    if data_encoding:
+        for scale in info["scales"]:
+            scale["sharding"]["data_encoding"] = data_encoding
+    return info, scales_of(info)[1]
+
+
+def run_writer(writer: str, core: int, passes: int, root: str, data_encoding: str | None) -> WriterRun:
+    """`write_dvid_shard(writer=...)` on the real shard, pinned to one core: one untimed pass (compiled
+    code loaded), then `passes` passes, each from opening the Arrow file to the committed shard file
+    of a fresh local volume."""
+    from connectome_assets.volumes.precomputed import destination_url, write_info
     from connectome_assets.volumes.s0 import write_dvid_shard
     from connectome_assets.volumes.shard_reader import DvidShardReader
 
-    info = info_from_spec(json.loads(SPEC.read_text()), str(SPEC))
-    scale = scales_of(info)[1]
-    reader = DvidShardReader(SHARD, SHARD_INDEX)
-    reader.decode(reader.chunks[0])  # load the compiled decoder
-    run = WriteRun(len(reader.chunks))
-    with tempfile.TemporaryDirectory(prefix="s0-write-") as root, Section() as run.measured:
-        for i in range(passes):
-            dest = destination_url(f"{root}/v{i}")
-            write_info(dest, info)
-            result = write_dvid_shard(reader, dest, scale)
-            run.seconds.append(result.seconds)
-            run.decode_seconds.append(result.decode_seconds)
-        x, y, z = reader.chunks[0]
-        got = open_scale(dest, 1)[x * 64 : x * 64 + 64, y * 64 : y * 64 + 64, z * 64 : z * 64 + 64, 0].read().result()
-        run.equal = bool(np.array_equal(got, reader.decode((x, y, z)).transpose(2, 1, 0)))
+    os.sched_setaffinity(0, {core})  # before tensorstore starts its threads: they all share this core
+    info, scale = writer_scale(data_encoding)
+    run = WriterRun(writer, core, 0)
+    warm = destination_url(f"{root}/{writer}-warm-up")
+    write_info(warm, info)
+    write_dvid_shard(DvidShardReader(SHARD, SHARD_INDEX), warm, scale, writer=writer)
+    with Section() as run.measured:
+        for index in range(passes):
+            run.output = destination_url(f"{root}/{writer}-{index}")
+            write_info(run.output, info)
+            started = time.perf_counter()
+            reader = DvidShardReader(SHARD, SHARD_INDEX)
+            result = write_dvid_shard(reader, run.output, scale, writer=writer)
+            reader.close()
+            run.passes.append(time.perf_counter() - started)
+            run.blocks, run.written = result.chunks, result.written
+            for name in ("read", "decode", "transcode", "write"):
+                getattr(run, name).append(getattr(result, f"{name}_seconds"))
     return run
 
 
-def write_section(passes: int) -> bool:
-    run = in_fresh_process(run_write, passes)
-    median = statistics.median(run.seconds)
-    decode = statistics.median(run.decode_seconds)
-    print(f"\ns0 write path: {SHARD.name} as s1 of {SPEC.name}, {run.blocks} blocks -> one output shard, one tensorstore transaction; {passes} passes")
-    print(f"  median {median:.3f} s = {run.blocks / median:,.0f} blocks/s (decode {decode:.3f} s of it; tensorstore write + cseg encode + commit the rest)")
-    print(f"  CPU {run.measured.cpu_seconds:.2f} s over all passes; peak RSS {run.measured.peak_rss_mib:,.0f} MiB; read back equal: {run.equal}")
-    return run.equal
+def check_writers(transcoded: str, arrays: str, data_encoding: str | None) -> list[str]:
+    """The two writers' shard files: the same chunk ids, each with the same data bytes."""
+    from connectome_assets.volumes.precomputed import shard_files
+    from connectome_assets.volumes.sharding import shard_chunk_data
+
+    _, scale = writer_scale(data_encoding)
+    names = shard_files(transcoded, scale.key)
+    if names != shard_files(arrays, scale.key) or not names:
+        return [f"shard files differ: transcode {sorted(names)}, array {sorted(shard_files(arrays, scale.key))} FAIL"]
+    lines = []
+    for name in sorted(names):
+        a = shard_chunk_data(Path(transcoded[len("file://") :], scale.key, name).read_bytes(), scale.sharding)
+        b = shard_chunk_data(Path(arrays[len("file://") :], scale.key, name).read_bytes(), scale.sharding)
+        differ = sum(a.get(chunk_id) != b.get(chunk_id) for chunk_id in a.keys() | b.keys())
+        lines.append(f"{name}: {len(a):,} chunks (transcode) vs {len(b):,} (array), {differ:,} differ" + (" FAIL" if differ or not a else " (identical)"))
+    return lines
+
+
+def writers_section(passes: int, data_encoding: str | None) -> bool:
+    core = max(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory(prefix="s0-writers-") as root:
+        runs = [in_fresh_process(run_writer, writer, core, passes, root, data_encoding) for writer in ("transcode", "array")]
+        checks = in_fresh_process(check_writers, runs[0].output, runs[1].output, data_encoding)
+    _, scale = in_fresh_process(writer_scale, data_encoding)
+    print(
+        f"\ns0 writers: {SHARD.name} as s1 of {SPEC.name} ({scale.sharding.data_encoding} data), {runs[0].blocks} blocks -> one output shard,"
+        f" one transaction; each writer in a fresh process pinned to core {core}; median of {passes} passes, end to end"
+        " (Arrow file opened .. shard file committed)\n"
+    )
+    print("| writer | blocks/s per core | median s | read + zstd s | decode s | transcode s | kvstore write + commit s | CPU s (all passes) | peak RSS MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for run in runs:
+        print(
+            f"| {run.writer} | {run.blocks_per_second:,.0f} | {statistics.median(run.passes):.3f} | {statistics.median(run.read):.3f}"
+            f" | {statistics.median(run.decode):.3f} | {statistics.median(run.transcode):.3f} | {statistics.median(run.write):.3f}"
+            f" | {run.measured.cpu_seconds:.2f} | {run.measured.peak_rss_mib:,.0f} |"
+        )
+    print(f"\ntranscode / array: {runs[0].blocks_per_second / runs[1].blocks_per_second:.2f}x")
+    print("all passes, seconds: " + "; ".join(f"{run.writer} " + ", ".join(f"{s:.3f}" for s in run.passes) for run in runs))
+    print("\nchecks (the last pass of each writer, chunk for chunk):")
+    for line in checks:
+        print(f"  {line}")
+    return bool(checks) and not any("FAIL" in line for line in checks)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Mode downres of pinky40 beside tinybrain and tensorstore; DVID block decode throughput.")
-    parser.add_argument("--only", choices=("downres", "decode", "write"), help="run one section only")
+    parser = argparse.ArgumentParser(description="Mode downres of pinky40 beside tinybrain and tensorstore; DVID block decode throughput; the s0 writers side by side.")
+    parser.add_argument("--only", choices=("downres", "decode", "writers"), help="run one section only")
     parser.add_argument("--repeat", type=int, default=5, help="downres runs per engine, interleaved; the median is shown (default 5)")
     parser.add_argument("--skip-uint32", action="store_true", help="downres of the uint64 volume only")
     parser.add_argument("--decode-passes", type=int, default=10, help="passes over the shard's blocks per decode path (default 10)")
-    parser.add_argument("--write-passes", type=int, default=3, help="s0 writes of the real shard (default 3)")
+    parser.add_argument("--write-passes", type=int, default=5, help="s0 writes of the real shard per writer (default 5)")
+    parser.add_argument("--data-encoding", choices=("raw", "gzip"), default=None, help="writers: the shard's chunk data encoding (default: the spec's, raw)")
     args = parser.parse_args(argv)
-    if args.repeat < 1 or args.decode_passes < 1:
-        parser.error("--repeat and --decode-passes must be at least 1")
+    if args.repeat < 1 or args.decode_passes < 1 or args.write_passes < 1:
+        parser.error("--repeat, --decode-passes and --write-passes must be at least 1")
     for path in (PINKY40, SHARD, SHARD_INDEX, SPEC):
         if not path.is_file():
             print(f"reference data not found: {path} (the benchmark needs ../shared/data beside the repository)", file=sys.stderr)
@@ -429,8 +498,8 @@ def main(argv: list[str] | None = None) -> int:
         ok &= downres_section(args.repeat, ["uint64"] if args.skip_uint32 else ["uint64", "uint32"])
     if args.only in (None, "decode"):
         ok &= decode_section(args.decode_passes)
-    if args.only in (None, "write"):
-        ok &= write_section(args.write_passes)
+    if args.only in (None, "writers"):
+        ok &= writers_section(args.write_passes, args.data_encoding)
     if not ok:
         print("\nFAIL: engines disagree where they must agree (see the checks above)", file=sys.stderr)
         return 1

@@ -10,7 +10,8 @@
     connectome demo
     connectome cache populate --dataset NAME [--out DIR]
     connectome volume plan|run|verify EXPORT_DIR DEST [--spec SPEC_JSON] [--scales K …] [--downres K …]
-                      [--only-missing] [--supervoxels] [--z-compress N] [--rule tensorstore|dvid] [--dry-run]
+                      [--only-missing] [--supervoxels] [--z-compress N] [--rule tensorstore|dvid]
+                      [--writer transcode|array] [--dry-run]
     connectome registry serve [--host H --port P] | register NAME LOCATION --format F --datastack D …
                         | search | show NAME | lineage NAME | access NAME | publish|deprecate NAME VERSION
                         | audit | token create USER [--grant DATASTACK:LEVEL …]
@@ -42,6 +43,7 @@ from connectome_assets.connectome.errors import SourceError
 from connectome_assets.defs.connectome.lineage import DATASET_IMPORT_ASSETS
 from connectome_assets.registry.commands import add_registry_parser, run_registry_command
 from connectome_assets.settings import Settings, load_settings
+from connectome_assets.volumes import WRITERS
 
 if TYPE_CHECKING:  # dagster is imported only by the commands that run it
     import dagster as dg
@@ -329,7 +331,7 @@ def volume_command(settings: Settings, args: argparse.Namespace) -> int:
 
     scales = args.scales if args.scales is not None else dvid_scales(args.export_dir)
     order = [*scales, *args.downres]
-    options = {"supervoxels": args.supervoxels, "z_compress": args.z_compress, "rule": args.rule}
+    options = {"supervoxels": args.supervoxels, "z_compress": args.z_compress, "rule": args.rule, "writer": args.writer}
     work_dir = settings.home / "volumes" / Path(args.export_dir).resolve().name
     if args.action == "plan" and args.dry_run:
         url = destination_url(args.dest)
@@ -361,7 +363,8 @@ def volume_command(settings: Settings, args: argparse.Namespace) -> int:
             )
             check, validation = build.verification, build.validation
             rate = build.voxels / max(build.seconds, 1e-9) / 1e6
-            print(f"scale {scale} ({build.kind}): {build.planned_shards} shards, {build.chunks_written:,} chunks written, {rate:,.1f} Mvox/s")
+            how = f"{build.kind}, {build.writer} writer" if build.writer else build.kind
+            print(f"scale {scale} ({how}): {build.planned_shards} shards, {build.chunks_written:,} chunks written, {rate:,.1f} Mvox/s")
         else:
             check, validation, _ = verify_whole_scale(args.export_dir, url, scale, **options)
         problems = check.problems + (validation.problems if validation else [])
@@ -448,6 +451,12 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--supervoxels", action="store_true", help="keep supervoxel ids instead of agglomerated labels")
         command.add_argument("--z-compress", type=int, default=0, metavar="N", help="keep every (N+1)th z slice of s0")
         command.add_argument("--rule", choices=("tensorstore", "dvid"), default="tensorstore", help="mode tie rule for downres")
+        command.add_argument(
+            "--writer",
+            choices=WRITERS,
+            default="transcode",
+            help="DVID scales: transcode blocks straight to compressed_segmentation chunks (default), or write decoded arrays (--z-compress always does)",
+        )
         command.add_argument("--workers", type=int, default=None, help="processes at once (default: by cores and memory)")
         command.add_argument("--dry-run", action="store_true", help="plan: print the tier table, write nothing")
     cache = commands.add_parser("cache", help="the local article cache of derived products").add_subparsers(dest="action", required=True)

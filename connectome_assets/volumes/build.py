@@ -73,6 +73,7 @@ class ScaleBuild:
     validation: DvidValidation | None
     seconds: float
     progress: dict[str, Any]  # the run's figures: voxels, shards, seconds, voxels_per_second
+    writer: str = ""  # dvid: the writer that ran ("transcode" or "array"); downres: ""
 
     @property
     def ok(self) -> bool:
@@ -87,10 +88,22 @@ class ScaleBuild:
         return sum(r.voxels for r in self.results)
 
 
-def plan_scale(export_dir: str | Path, dest_url: str, scale: int, *, supervoxels: bool = False, z_compress: int = 0, rule: str = "tensorstore", only_missing: bool = False) -> Manifest:
-    """DVID shards when the export has `s<scale>/`, otherwise downres from the scale below."""
+def plan_scale(
+    export_dir: str | Path,
+    dest_url: str,
+    scale: int,
+    *,
+    supervoxels: bool = False,
+    z_compress: int = 0,
+    rule: str = "tensorstore",
+    writer: str = "transcode",
+    only_missing: bool = False,
+) -> Manifest:
+    """DVID shards when the export has `s<scale>/` (written by `writer`), otherwise downres from the scale below."""
     if scale in dvid_scales(export_dir):
-        return plan_dvid_scale(export_dir, dest_url, scale, supervoxels=supervoxels, z_compress=z_compress if scale == 0 else 0, only_missing=only_missing)
+        return plan_dvid_scale(
+            export_dir, dest_url, scale, supervoxels=supervoxels, z_compress=z_compress if scale == 0 else 0, writer=writer, only_missing=only_missing
+        )
     return plan_downres_scale(dest_url, scale, rule=rule, only_missing=only_missing)
 
 
@@ -103,16 +116,19 @@ def build_scale(
     supervoxels: bool = False,
     z_compress: int = 0,
     rule: str = "tensorstore",
+    writer: str = "transcode",
     only_missing: bool = True,
     run_tasks: TaskRunner | None = None,
     report: Callable[[str], Any] = print,
 ) -> ScaleBuild:
     """Plan, run and verify one scale. Shards already written are skipped (`only_missing`), so a
     rerun after a failure finishes the job; verification always covers the whole scale. The manifest
-    is saved at `manifest_url` (a path, `file://` or `gs://`: where the workers read it); progress
+    is saved at `manifest_url` (a path, `file://` or `gs://`: where the workers read it). A DVID scale
+    is written by `writer` ("transcode", the default, or "array"; z_compress always takes the array
+    path), a downres scale by its own path. Progress
     lines (shards done of planned, voxels/s, ETA) go to `report`."""
     started = time.perf_counter()
-    options = {"supervoxels": supervoxels, "z_compress": z_compress, "rule": rule}
+    options = {"supervoxels": supervoxels, "z_compress": z_compress, "rule": rule, "writer": writer}
     manifest = plan_scale(export_dir, dest_url, scale, only_missing=only_missing, **options)
     url = manifest.save(manifest_url)
     progress = Progress(f"scale {scale}", report, unit="voxels", step="shards", steps_total=len(manifest.shards))
@@ -126,7 +142,7 @@ def build_scale(
     results = (run_tasks or LocalTaskRunner())(url, manifest, on_shard)
     figures = progress.finish()
     verification, validation, whole = verify_whole_scale(export_dir, dest_url, scale, **options)
-    return ScaleBuild(scale, whole.kind, url, len(whole.shards), results, verification, validation, time.perf_counter() - started, figures)
+    return ScaleBuild(scale, whole.kind, url, len(whole.shards), results, verification, validation, time.perf_counter() - started, figures, manifest.writer if manifest.kind == "dvid" else "")
 
 
 def verify_whole_scale(

@@ -6,12 +6,14 @@ and groups shards into tasks by memory tier. One worker process runs one task
 (`python -m connectome_assets.volumes.worker --manifest M --task-index I`); locally a bounded
 process pool runs them, on Kubernetes an Indexed Job (one pod per task, memory from its tier).
 
-Memory of one output shard (our writer holds every chunk of the shard as uint64 in its
-transaction until the single commit, then tensorstore encodes the shard):
-    overhead 1 GiB + source bytes + chunks × 2 MiB (uint64 64³) + 2 × encoded shard
+Memory of one output shard:
+    overhead 1 GiB + source bytes + [chunks × 2 MiB (uint64 64³)] + 2 × encoded shard
 where the encoded shard is chunks × the mean compressed_segmentation bytes per chunk of the scale
 (the exporter's measured BYTES_PER_CHUNK for the male CNS), and the source bytes are the Arrow
-file (s0) or the parent chunks a downres reads at a time (8 × 2 MiB).
+file (s0) or the parent chunks a downres reads at a time (8 × 2 MiB). The bracketed term is for
+writers that hold every chunk of the shard as uint64 in their transaction until the single commit,
+where tensorstore encodes them (the array writer, downres); the transcode writer holds only the
+encoded chunks.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import tensorstore as ts
 from connectome_assets.connectome.files import filesystem_for
 from connectome_assets.settings import MEMORY_TIERS_GIB
 from connectome_assets.volumes.precomputed import CHUNK, Scale, kvstore_spec, read_info, scales_of, shard_files
-from connectome_assets.volumes.s0 import expected_output_shard
+from connectome_assets.volumes.s0 import dvid_writer, expected_output_shard
 from connectome_assets.volumes.sharding import (
     compressed_morton_codes,
     grid_bits,
@@ -83,6 +85,7 @@ class Manifest:
     z_compress: int = 0
     rule: str = "tensorstore"
     export_dir: str = ""
+    writer: str = "transcode"  # dvid: the writer that runs ("transcode" or "array", see s0.py); unused by downres
 
     @property
     def shards(self) -> list[ShardJob]:
@@ -119,9 +122,11 @@ def tier_for(memory_bytes: int, tiers_gib: Sequence[int] = TIERS_GIB) -> int:
     raise PlanError(f"an output shard needs {memory_bytes / GIB:.1f} GiB, more than the largest tier ({tiers_gib[-1]} GiB)")
 
 
-def shard_memory(chunks: int, source_bytes: int, scale: int) -> int:
+def shard_memory(chunks: int, source_bytes: int, scale: int, *, holds_voxels: bool = True) -> int:
+    """The memory estimate of one output shard (the module's docstring); `holds_voxels`: the writer keeps
+    every chunk as uint64 until the commit."""
     encoded = chunks * ENCODED_BYTES_PER_CHUNK[min(scale, len(ENCODED_BYTES_PER_CHUNK) - 1)]
-    return OVERHEAD_BYTES + source_bytes + chunks * CHUNK_ARRAY_BYTES + 2 * encoded
+    return OVERHEAD_BYTES + source_bytes + (chunks * CHUNK_ARRAY_BYTES if holds_voxels else 0) + 2 * encoded
 
 
 def group_into_tasks(jobs: list[ShardJob], shards_per_task: int, tiers_gib: Sequence[int] = TIERS_GIB) -> list[Task]:
@@ -155,11 +160,14 @@ def plan_dvid_scale(
     *,
     supervoxels: bool = False,
     z_compress: int = 0,
+    writer: str = "transcode",
     only_missing: bool = False,
     shards_per_task: int = 4,
 ) -> Manifest:
     """One job per DVID shard file under `<export_dir>/s<scale>/`; with `only_missing`, only those
-    whose output shard is not yet in the destination."""
+    whose output shard is not yet in the destination. The manifest names the writer that runs
+    (`writer`, or array under `z_compress`)."""
+    writer = dvid_writer(writer, z_compress)
     info = read_info(dest_url)
     target = scales_of(info)[scale]
     directory = Path(export_dir) / f"s{scale}"
@@ -182,9 +190,10 @@ def plan_dvid_scale(
         if not csv.is_file():
             raise PlanError(f"{arrow}: its chunk index {csv.name} is missing")
         chunks = _count_csv_chunks(csv)
-        jobs.append(ShardJob(name, shard, chunks, shard_memory(chunks, arrow.stat().st_size, scale), source=str(arrow)))
+        memory = shard_memory(chunks, arrow.stat().st_size, scale, holds_voxels=writer == "array")
+        jobs.append(ShardJob(name, shard, chunks, memory, source=str(arrow)))
     return Manifest(
-        "dvid", dest_url, scale, target.key, group_into_tasks(jobs, shards_per_task), supervoxels, z_compress, export_dir=str(export_dir)
+        "dvid", dest_url, scale, target.key, group_into_tasks(jobs, shards_per_task), supervoxels, z_compress, export_dir=str(export_dir), writer=writer
     )
 
 

@@ -379,8 +379,9 @@ class DvidShardReader:
             uncompressed_size=row.uncompressed_size,
         )
 
-    def _block(self, coordinate: Coordinate, supervoxels: bool) -> tuple[bytes, np.ndarray | None, Coordinate]:
-        """The chunk's DVID block bytes, the table to map it through (None: its own) and its coordinate."""
+    def block(self, coordinate: Coordinate, supervoxels: bool = False) -> tuple[bytes, np.ndarray | None, Coordinate]:
+        """The chunk's DVID block bytes (zstd removed), the table to map it through (its `labels`;
+        None for supervoxels: the block's own) and its coordinate."""
         row = self._row(coordinate)
         try:
             block = self._decompressor.decompress(row.compressed_block, max_output_size=max(row.uncompressed_size, 1))
@@ -390,22 +391,26 @@ class DvidShardReader:
             raise ShardFormatError(f"{self.arrow_path}: chunk {row.coordinate}: {len(block)} bytes after zstd, the row says {row.uncompressed_size}")
         return block, None if supervoxels else row.labels, row.coordinate
 
+    def bad_block(self, coordinate: Coordinate, problem: BlockFormatError) -> ShardFormatError:
+        """The one sentence for a block of this shard that does not decode: the file, the chunk, the problem."""
+        return ShardFormatError(f"{self.arrow_path}: chunk {coordinate}: {problem}")
+
     def decode(self, coordinate: Coordinate, supervoxels: bool = False) -> np.ndarray:
         """The chunk's voxels, (z, y, x) uint64: agglomerated labels, or its own supervoxels."""
-        block, table, coordinate = self._block(coordinate, supervoxels)
+        block, table, coordinate = self.block(coordinate, supervoxels)
         try:
             return decode_block(block, table)
         except BlockFormatError as exc:
-            raise ShardFormatError(f"{self.arrow_path}: chunk {coordinate}: {exc}") from None
+            raise self.bad_block(coordinate, exc) from None
 
     def decode_into(self, coordinate: Coordinate, out: np.ndarray, supervoxels: bool = False) -> np.ndarray:
         """`decode` into `out`, any writeable uint64 (z, y, x)-indexed view, e.g. an x, y, z buffer's
         `[x0:x0+64, y0:y0+64, z0:z0+64].transpose(2, 1, 0)` (see `decode_block_into`); returns `out`."""
-        block, table, coordinate = self._block(coordinate, supervoxels)
+        block, table, coordinate = self.block(coordinate, supervoxels)
         try:
             return decode_block_into(block, table, out)
         except BlockFormatError as exc:
-            raise ShardFormatError(f"{self.arrow_path}: chunk {coordinate}: {exc}") from None
+            raise self.bad_block(coordinate, exc) from None
 
     def __iter__(self) -> Iterator[ChunkRecord]:
         for coordinate in self.chunks:

@@ -44,6 +44,18 @@ class ShardingSpec:
             data_encoding=sharding.get("data_encoding", "raw"),
         )
 
+    def to_info(self) -> dict[str, Any]:
+        """The spec as an info's `sharding` member (what tensorstore's sharded drivers take)."""
+        return {
+            "@type": "neuroglancer_uint64_sharded_v1",
+            "preshift_bits": self.preshift_bits,
+            "minishard_bits": self.minishard_bits,
+            "shard_bits": self.shard_bits,
+            "hash": self.hash,
+            "minishard_index_encoding": self.minishard_index_encoding,
+            "data_encoding": self.data_encoding,
+        }
+
 
 def chunk_grid(size: Sequence[int], chunk_size: Sequence[int]) -> tuple[int, int, int]:
     """Chunks per dimension (x, y, z)."""
@@ -198,9 +210,19 @@ def shard_chunk_ids(data: bytes | Callable[[int, int], bytes], spec: ShardingSpe
             raw = gzip.decompress(raw)
         index = np.frombuffer(raw, dtype="<u8").reshape(3, -1)
         ids = np.cumsum(index[0])
-        offsets = header + np.cumsum(index[1] + np.concatenate([[0], index[2][:-1]]))
+        offsets = header + np.cumsum(index[1] + np.concatenate([np.zeros(1, np.uint64), index[2][:-1]]))  # uint64 throughout (a Python [0] would make it float64)
         for chunk_id, offset, size in zip(ids.tolist(), offsets.tolist(), index[2].tolist()):
             chunks[chunk_id] = (offset, size)
+    return chunks
+
+
+def shard_chunk_data(data: bytes, spec: ShardingSpec) -> dict[int, bytes]:
+    """Every chunk of a `.shard` file: chunk id -> its data, with the spec's `data_encoding` (gzip or
+    raw) removed, so that two shards compare chunk for chunk whatever their layout."""
+    chunks = {}
+    for chunk_id, (offset, size) in shard_chunk_ids(data, spec).items():
+        stored = data[offset : offset + size]
+        chunks[chunk_id] = gzip.decompress(stored) if spec.data_encoding == "gzip" else bytes(stored)
     return chunks
 
 

@@ -10,7 +10,7 @@ column maps each block's table to agglomerated labels.
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,34 +116,44 @@ def write_export_scale(
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for origin, blocks in sorted(shards.items()):
-        stem = directory / "_".join(str(o) for o in origin)
-        sink = io.BytesIO()
         rows = []
-        with pa.ipc.new_stream(sink, EXPECTED_SCHEMA) as writer:
-            schema_size = sink.tell()
-            for (cx, cy, cz), block in blocks:
-                table = np.unique(block)
-                encoded = encode_block(block, table)
-                mapped = np.array([(labels or {}).get(int(v), int(v)) for v in table], np.uint64)
-                batch = pa.record_batch(
-                    [
-                        pa.array([cx], pa.int32()),
-                        pa.array([cy], pa.int32()),
-                        pa.array([cz], pa.int32()),
-                        pa.array([mapped], pa.list_(pa.uint64())),
-                        pa.array([table], pa.list_(pa.uint64())),
-                        pa.array([compressor.compress(encoded)], pa.binary()),
-                        pa.array([len(encoded)], pa.uint32()),
-                    ],
-                    schema=EXPECTED_SCHEMA,
-                )
-                start = sink.tell()
-                writer.write_batch(batch)
-                rows.append(f"{cx},{cy},{cz},{start},{sink.tell() - start},0")
-        stem.with_suffix(".arrow").write_bytes(sink.getvalue())
-        stem.with_suffix(".csv").write_text(f"# schema_size={schema_size}\nx,y,z,offset,size,batch_idx\n" + "\n".join(rows) + "\n")
-        written += [stem.with_suffix(".arrow"), stem.with_suffix(".csv")]
+        for chunk, block in blocks:
+            table = np.unique(block)
+            mapped = np.array([(labels or {}).get(int(v), int(v)) for v in table], np.uint64)
+            rows.append((chunk, encode_block(block, table), table, mapped))
+        written += write_shard_files(directory / "_".join(str(o) for o in origin), rows, compressor)
     return written
+
+
+def write_shard_files(
+    stem: Path, rows: Sequence[tuple[tuple[int, int, int], bytes, np.ndarray, np.ndarray]], compressor: zstandard.ZstdCompressor | None = None
+) -> list[Path]:
+    """One DVID shard, `<stem>.arrow` and its `<stem>.csv` index, from rows of (chunk, DVID block bytes,
+    supervoxel table, mapped labels), one record batch each; returns the two files."""
+    compressor = compressor or zstandard.ZstdCompressor(level=3)
+    sink = io.BytesIO()
+    index = []
+    with pa.ipc.new_stream(sink, EXPECTED_SCHEMA) as writer:
+        schema_size = sink.tell()
+        for (cx, cy, cz), encoded, table, mapped in rows:
+            batch = pa.record_batch(
+                [
+                    pa.array([cx], pa.int32()),
+                    pa.array([cy], pa.int32()),
+                    pa.array([cz], pa.int32()),
+                    pa.array([mapped], pa.list_(pa.uint64())),
+                    pa.array([table], pa.list_(pa.uint64())),
+                    pa.array([compressor.compress(encoded)], pa.binary()),
+                    pa.array([len(encoded)], pa.uint32()),
+                ],
+                schema=EXPECTED_SCHEMA,
+            )
+            start = sink.tell()
+            writer.write_batch(batch)
+            index.append(f"{cx},{cy},{cz},{start},{sink.tell() - start},0")
+    stem.with_suffix(".arrow").write_bytes(sink.getvalue())
+    stem.with_suffix(".csv").write_text(f"# schema_size={schema_size}\nx,y,z,offset,size,batch_idx\n" + "\n".join(index) + "\n")
+    return [stem.with_suffix(".arrow"), stem.with_suffix(".csv")]
 
 
 def finish_export(export_dir: str | Path, note: str = "") -> Path:

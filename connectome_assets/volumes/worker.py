@@ -55,12 +55,15 @@ def run_task(manifest: Manifest, index: int, report: Callable[[dict], None]) -> 
         if manifest.kind == "dvid":
             reader = DvidShardReader(job.source)
             try:
-                written = write_dvid_shard(reader, manifest.dest_url, scales[manifest.scale], supervoxels=manifest.supervoxels, z_compress=manifest.z_compress)
+                written = write_dvid_shard(
+                    reader, manifest.dest_url, scales[manifest.scale], supervoxels=manifest.supervoxels, z_compress=manifest.z_compress, writer=manifest.writer
+                )
             finally:
                 reader.close()
             line = {
                 "shard": job.output_file,
                 "source": job.source,
+                "writer": written.writer,
                 "chunks": written.chunks,
                 "written": written.written,
                 "all_zero": written.all_zero,

@@ -42,6 +42,7 @@ def test_volume_job_builds_and_verifies_every_scale(settings: Settings) -> None:
     assert all(checks[f"ng_scale_{k}/scale_complete"] for k in range(12))
     events = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
     assert events["ng_scale_0"]["source"].value == "dvid" and events["ng_scale_2"]["source"].value == "downres"
+    assert events["ng_scale_0"]["writer"].value == "transcode" and "writer" not in events["ng_scale_2"]
     assert events["ng_scale_5"]["status"].value == "not in this volume's spec"
     assert events["ng_info"]["neuroglancer"].value.startswith("precomputed://file://")
     dest = VolumesResource(exports="", destination_root=f"{settings.object_store}/volumes", manifests="").destination("demo-export") + "/"

@@ -49,10 +49,18 @@ def test_s0_then_three_downres_scales_verify(built) -> None:
         assert np.array_equal(open_scale(dest, scale)[:, :, :, 0].read().result(), expected)
 
 
-def test_only_missing_replans_what_is_absent_and_verify_names_it(built) -> None:
+def test_only_missing_replans_what_is_absent_and_verify_names_it(built, capsys) -> None:
     info, _, export, dest, tmp = built
-    manifest = plan_dvid_scale(export, dest, 0, shards_per_task=1)
-    assert worker_main(["--manifest", str(manifest.save(tmp / "m0.json")), "--task-index", "0"]) == 0
+    manifest = plan_dvid_scale(export, dest, 0, writer="array", shards_per_task=1)  # the fallback writes the first shard
+    assert Manifest.load(manifest.save(tmp / "m0.json")).writer == "array"
+    assert worker_main(["--manifest", str(tmp / "m0.json"), "--task-index", "0"]) == 0
+    assert '"writer": "array"' in capsys.readouterr().out
+    # The array writer's estimate holds every chunk as uint64; the transcode writer's does not.
+    transcoding = plan_dvid_scale(export, dest, 0, shards_per_task=1)
+    assert transcoding.writer == "transcode" and transcoding.shards[0].memory_bytes < manifest.shards[0].memory_bytes
+    assert plan_dvid_scale(export, dest, 0, writer="transcode", z_compress=1).writer == "array"  # z_compress needs voxels
+    with pytest.raises(ValueError, match="unknown writer 'fast': one of transcode, array"):
+        plan_dvid_scale(export, dest, 0, writer="fast")
     check = verify_scale(manifest)
     assert not check.ok and all("is missing (from " in p for p in check.problems)
     assert len(check.problems) == len(manifest.shards) - 1
@@ -110,8 +118,13 @@ def test_cli_runs_and_verifies_scales(built, monkeypatch: pytest.MonkeyPatch, ca
     assert "not planned yet" in capsys.readouterr().out  # nothing written by a dry run
     assert main(["volume", "run", str(export), out, "--downres", "1", "2"]) == 0
     printed = capsys.readouterr().out
-    assert "scale 2 (downres)" in printed and "FAILED" not in printed and "precomputed://file://" in printed
+    assert "scale 0 (dvid, transcode writer)" in printed and "scale 2 (downres)" in printed
+    assert "FAILED" not in printed and "precomputed://file://" in printed
     assert main(["volume", "verify", str(export), out, "--downres", "1", "2"]) == 0
+    array_out = str(tmp / "cli-array")
+    assert main(["volume", "run", str(export), array_out, "--writer", "array"]) == 0
+    assert "scale 0 (dvid, array writer)" in capsys.readouterr().out
+    assert np.array_equal(open_scale(destination_url(array_out), 0).read().result(), open_scale(destination_url(out), 0).read().result())
     assert main(["volume", "verify", str(tmp / "nowhere"), out]) == 2  # no DVID scales found and none asked for
     assert "no scales" in capsys.readouterr().err
     assert main(["volume", "run", str(export), out, "--spec", str(tmp / "missing.json")]) == 2

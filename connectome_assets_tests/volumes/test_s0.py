@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorstore as ts
 
+from connectome_assets.volumes import WRITERS
 from connectome_assets.volumes.precomputed import (
     VolumeSpecError,
     destination_url,
@@ -175,7 +176,8 @@ def test_output_to_gcs(fake_gcs: str, gcs_bucket, tmp_path: Path, monkeypatch: p
     assert kvstore_spec(dest)["bucket"] == gcs_bucket.name
 
 
-def test_bad_input_is_named_and_writes_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer", WRITERS)
+def test_bad_input_is_named_and_writes_nothing(writer: str, tmp_path: Path) -> None:
     spec = small_spec()
     spec["scales"][1]["chunk_sizes"] = [[32, 32, 32]]
     with pytest.raises(VolumeSpecError, match=r"bad\.json: scale 1 \(16nm\) has chunk sizes \[\[32, 32, 32\]\], expected \[\[64, 64, 64\]\]"):
@@ -195,9 +197,9 @@ def test_bad_input_is_named_and_writes_nothing(tmp_path: Path) -> None:
     write_info(dest, info)
     scale = scales_of(info)[0]
     with pytest.raises(ShardFormatError, match=rf"{arrow.name}: chunk \(\d+, \d+, \d+\)"):
-        write_dvid_shard(DvidShardReader(broken), dest, scale)
+        write_dvid_shard(DvidShardReader(broken), dest, scale, writer=writer)
     assert shard_files(dest, scale.key) == set()  # the transaction was never committed
-    result = write_dvid_shard(DvidShardReader(arrow), dest, scale)  # the rerun finishes the job
+    result = write_dvid_shard(DvidShardReader(arrow), dest, scale, writer=writer)  # the rerun finishes the job
     assert shard_files(dest, scale.key) == {result.output_file}
     # A file whose name promises another output shard than its chunks belong to.
     misnamed = tmp_path / "misnamed" / "0_0_0.arrow"
@@ -207,4 +209,4 @@ def test_bad_input_is_named_and_writes_nothing(tmp_path: Path) -> None:
     misnamed.write_bytes(other.read_bytes())
     misnamed.with_suffix(".csv").write_text(other.with_suffix(".csv").read_text())
     with pytest.raises(ShardMappingError, match="0_0_0.arrow: chunk"):
-        write_dvid_shard(DvidShardReader(misnamed), dest, scale)
+        write_dvid_shard(DvidShardReader(misnamed), dest, scale, writer=writer)

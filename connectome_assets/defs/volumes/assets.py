@@ -15,6 +15,7 @@ from connectome_assets.defs.connectome.assets import failure
 from connectome_assets.defs.resources import VolumesResource
 from connectome_assets.defs.volumes.partitions import dvid_exports_partitions
 from connectome_assets.defs.volumes.tasks import VolumeTasksResource
+from connectome_assets.volumes import WRITERS
 from connectome_assets.volumes.build import build_scale, prepare_volume
 from connectome_assets.volumes.downres import RULES
 from connectome_assets.volumes.plan import PlanError
@@ -31,6 +32,11 @@ class VolumeConfig(dg.Config):
     z_compress: int = Field(default=0, description="Keep every (N+1)th z slice of s0 (Z-doubled exports).")
     rule: str = Field(default="tensorstore", description=f"Mode tie rule for downres scales: one of {RULES}.")
     only_missing: bool = Field(default=True, description="Skip output shards already written (a rerun finishes the job).")
+    writer: str = Field(
+        default="transcode",
+        description=f"Writer of DVID-exported scales, one of {WRITERS}: transcode blocks straight to compressed_segmentation chunks,"
+        " or write decoded arrays through tensorstore (z_compress always does).",
+    )
 
 
 def volume_asset(name: str, deps: list, description: str):
@@ -76,7 +82,8 @@ def build_scale_asset(scale: int, upstream: dg.AssetsDefinition) -> dg.AssetsDef
         f"ng_scale_{scale}",
         [upstream],
         f"Scale {scale} of the neuroglancer volume: the export's s{scale}/ DVID shards when it has them, else 2×2×2 mode of scale {scale - 1};"
-        " one tensorstore transaction per output shard; every shard and a sample of chunks verified.",
+        " one tensorstore transaction per output shard (DVID blocks transcoded to compressed_segmentation chunks by default);"
+        " every shard and a sample of chunks verified.",
     )
     def _scale(context: dg.AssetExecutionContext, config: VolumeConfig, volumes: VolumesResource, volume_tasks: VolumeTasksResource) -> dg.MaterializeResult:
         name = context.partition_key
@@ -93,6 +100,7 @@ def build_scale_asset(scale: int, upstream: dg.AssetsDefinition) -> dg.AssetsDef
                 supervoxels=config.supervoxels,
                 z_compress=config.z_compress,
                 rule=config.rule,
+                writer=config.writer,
                 only_missing=config.only_missing,
                 run_tasks=volume_tasks.task_runner(context, volumes.exports),
                 report=context.log.info,
@@ -103,6 +111,7 @@ def build_scale_asset(scale: int, upstream: dg.AssetsDefinition) -> dg.AssetsDef
             metadata={
                 "status": "built",
                 "source": built.kind,
+                **({"writer": built.writer} if built.writer else {}),  # DVID scales: transcode or array
                 "key": info["scales"][scale]["key"],
                 "runner": volume_tasks.runner,
                 "output_shards": dg.MetadataValue.int(built.planned_shards),
