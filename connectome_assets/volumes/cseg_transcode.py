@@ -207,15 +207,18 @@ def _one_bit(data, stream, flip, out, base):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True)
+def _lanes(rank, bit):  # pragma: no cover - compiled
+    """Every field's low bit when `rank` has `bit`, else nothing."""
+    return _LOW_BITS if rank & bit else np.uint64(0)
+
+
+@numba.njit(nogil=True)
 def _two_bits(data, stream, ranks, out, base):  # pragma: no cover - compiled
     """A 2-bit sub-block whose palette has 3 or 4 distinct labels (cseg: 2 bits): fields mirrored
     inside each byte, then each field replaced by its label's rank with bit masks, 32 voxels at a
     time. Returns the positions used (bits 0-3)."""
-    select_low = np.empty(4, dtype=np.uint64)
-    select_high = np.empty(4, dtype=np.uint64)
-    for p in range(4):
-        select_low[p] = _LOW_BITS if ranks[p] & 1 else np.uint64(0)
-        select_high[p] = _LOW_BITS if ranks[p] & 2 else np.uint64(0)
+    low0, low1, low2, low3 = _lanes(ranks[0], 1), _lanes(ranks[1], 1), _lanes(ranks[2], 1), _lanes(ranks[3], 1)
+    high0, high1, high2, high3 = _lanes(ranks[0], 2), _lanes(ranks[1], 2), _lanes(ranks[2], 2), _lanes(ranks[3], 2)
     seen0 = seen1 = seen2 = seen3 = np.uint64(0)
     for i in range(16):
         word = _mirror_fields(_load_word(data, stream + 8 * i), 2)
@@ -229,21 +232,20 @@ def _two_bits(data, stream, ranks, out, base):  # pragma: no cover - compiled
         seen1 |= is1
         seen2 |= is2
         seen3 |= is3
-        low_out = (is0 & select_low[0]) | (is1 & select_low[1]) | (is2 & select_low[2]) | (is3 & select_low[3])
-        high_out = (is0 & select_high[0]) | (is1 & select_high[1]) | (is2 & select_high[2]) | (is3 & select_high[3])
+        low_out = (is0 & low0) | (is1 & low1) | (is2 & low2) | (is3 & low3)
+        high_out = (is0 & high0) | (is1 & high1) | (is2 & high2) | (is3 & high3)
         _store_word(out, base + 2 * i, low_out | (high_out << np.uint64(1)))
     return (1 if seen0 else 0) | (2 if seen1 else 0) | (4 if seen2 else 0) | (8 if seen3 else 0)
 
 
 @numba.njit(nogil=True)
-def _rows(data, stream, dvid_bits, ranks, bits, out, base):  # pragma: no cover - compiled
+def _rows(data, stream, dvid_bits, ranks, bits, pairs, out, base):  # pragma: no cover - compiled
     """A whole sub-block of up to 6 bits, row by row (8 voxels of one row are dvid_bits bytes and
     8·bits output bits); returns the positions used as a bit mask. For 3 bits (5-8 labels), pairs
     of voxels are looked up in a 64-entry table of their packed ranks (low 16 bits) and the
-    positions they use (above)."""
+    positions they use (above), built in `pairs`."""
     used = 0
     field = (1 << dvid_bits) - 1
-    pairs = np.empty(64, dtype=np.int64)
     if dvid_bits == 3:
         for pair in range(64):
             first, second = pair >> 3, pair & 7
@@ -326,6 +328,7 @@ def _transcode(data, n, gx, gy, gz, table, mapped, solid_label, ex, ey, ez):  # 
     used = np.zeros(SUB_VOXELS, dtype=np.uint8)
     ranks = np.zeros(SUB_VOXELS, dtype=np.int64)  # palette position -> index in the cseg table
     cseg_table = np.empty(SUB_VOXELS, dtype=np.uint64)
+    pairs = np.empty(64, dtype=np.int64)
     slots = 1
     while slots < 2 * blocks:
         slots *= 2
@@ -370,7 +373,7 @@ def _transcode(data, n, gx, gy, gz, table, mapped, solid_label, ex, ey, ez):  # 
                         elif dvid_bits == 2 and m >= 3:
                             seen = _two_bits(data, stream, ranks, out, values)
                         else:
-                            seen = _rows(data, stream, dvid_bits, ranks, bits, out, values)
+                            seen = _rows(data, stream, dvid_bits, ranks, bits, pairs, out, values)
                         if ns < 64 and seen >> ns:
                             return _VALUE_PAST_PALETTE, sb, stream, _NO_WORDS, False
                         voxel_by_voxel = seen != (-1 if ns == 64 else (1 << ns) - 1)

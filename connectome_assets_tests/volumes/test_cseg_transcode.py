@@ -298,3 +298,14 @@ def test_edge_chunks_equal_what_tensorstore_stores(tmp_path: Path) -> None:
     assert np.array_equal(
         open_scale(dest, 0)[:, :, :, 0].read().result(), np.vectorize(lambda v: bodies.get(int(v), 0), otypes=[np.uint64])(volume[:75, :130, :200]).transpose(2, 1, 0)
     )
+
+
+def test_blocks_of_other_grids() -> None:
+    """DVID blocks need not be 64³ (export-shards' are): a 24 x 16 x 32 block (x, y, z), whole and clipped."""
+    volume = volume_with_palettes([1, 2, 3, 9, 5], seed=2, edge=32)[:, :16, :24]
+    block = encode_block(volume)
+    for extent in ((24, 16, 32), (20, 9, 30), (1, 16, 8)):
+        assert_same(block, None, extent)
+        assert_same(block, many_to_one(block_table(block), 3), extent)
+    with pytest.raises(BlockFormatError, match="does not fit the block's 24x16x32"):
+        transcode_chunk(block, None)
