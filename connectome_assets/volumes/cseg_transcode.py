@@ -288,9 +288,21 @@ def _encode_voxels(data, stream, dvid_bits, ranks, bits, ax, ay, az, out, base):
 
 
 @numba.njit(nogil=True)
-def _ranks(labels, ns, table, m, ranks):  # pragma: no cover - compiled
+def _table_and_ranks(labels, used, ns, table, ranks):  # pragma: no cover - compiled
+    """The cseg table of a palette: the sorted distinct labels of its used positions into `table`
+    (returns how many), and each position's index in it into `ranks` (two labels, the commonest
+    palette, without the general sort)."""
+    if ns == 2 and used[0] and used[1]:
+        first, second = labels[0], labels[1]
+        table[0] = min(first, second)
+        table[1] = max(first, second)
+        ranks[0] = 1 if first > second else 0
+        ranks[1] = 1 if second > first else 0
+        return 1 if first == second else 2
+    m = _sorted_labels(labels, used, ns, table)
     for p in range(ns):
         ranks[p] = _rank(labels[p], table, m)
+    return m
 
 
 @numba.njit(cache=True, nogil=True)
@@ -300,15 +312,31 @@ def _transcode(data, n, gx, gy, gz, table, mapped, solid_label, ex, ey, ez):  # 
     of n <= 1 labels has `solid_label` everywhere."""
     nsb = gx * gy * gz
     counts_at = HEADER_BYTES + 8 * n
-    palette_at = np.zeros(nsb, dtype=np.int64)
-    stream_at = np.zeros(nsb, dtype=np.int64)
+    bx, by, bz = (ex + SUB - 1) // SUB, (ey + SUB - 1) // SUB, (ez + SUB - 1) // SUB
+    blocks = bx * by * bz
+    slots = 1
+    while slots < 2 * blocks:
+        slots *= 2
+    # One allocation per type for all the scratch arrays (allocations cost more than the small blocks).
+    ints = np.empty(3 * nsb + SUB_VOXELS + 64 + slots + 2 * blocks, dtype=np.int64)
+    palette_at, stream_at, counts = ints[:nsb], ints[nsb : 2 * nsb], ints[2 * nsb : 3 * nsb]
+    ranks = ints[3 * nsb : 3 * nsb + SUB_VOXELS]  # palette position -> index in the cseg table
+    pairs = ints[3 * nsb + SUB_VOXELS : 3 * nsb + SUB_VOXELS + 64]
+    slot_table = ints[3 * nsb + SUB_VOXELS + 64 : 3 * nsb + SUB_VOXELS + 64 + slots]  # 1 + index of a written table, by hash
+    written_at = ints[3 * nsb + SUB_VOXELS + 64 + slots : 3 * nsb + SUB_VOXELS + 64 + slots + blocks]
+    written_length = ints[3 * nsb + SUB_VOXELS + 64 + slots + blocks :]
+    ranks[:] = 0
+    slot_table[:] = 0
+    words = np.empty(2 * SUB_VOXELS, dtype=np.uint64)
+    labels, cseg_table = words[:SUB_VOXELS], words[SUB_VOXELS:]  # this sub-block's palette as labels; its cseg table
+    flags = np.empty(2 * SUB_VOXELS, dtype=np.uint8)
+    every, used = flags[:SUB_VOXELS], flags[SUB_VOXELS:]
+    every[:] = 1
     if n > 1:
         code, sub_block, detail = _locate_sub_blocks(data, n, gx, gy, gz, palette_at, stream_at)
         if code != _OK:
             return code, sub_block, detail, _NO_WORDS, False
-    bx, by, bz = (ex + SUB - 1) // SUB, (ey + SUB - 1) // SUB, (ez + SUB - 1) // SUB
-    blocks = bx * by * bz
-    counts = np.ones(nsb, dtype=np.int64)  # palette sizes (a solid block: one label everywhere)
+    counts[:] = 1  # palette sizes (a solid block: one label everywhere)
     if n > 1:
         for sb in range(nsb):
             counts[sb] = np.int64(data[counts_at + 2 * sb]) | (np.int64(data[counts_at + 2 * sb + 1]) << 8)
@@ -323,18 +351,6 @@ def _transcode(data, n, gx, gy, gz, table, mapped, solid_label, ex, ey, ez):  # 
     out[0] = 1
     size = 1 + 2 * blocks  # words written (absolute; the channel starts at word 1)
 
-    labels = np.empty(SUB_VOXELS, dtype=np.uint64)  # this sub-block's palette, as labels
-    every = np.ones(SUB_VOXELS, dtype=np.uint8)
-    used = np.zeros(SUB_VOXELS, dtype=np.uint8)
-    ranks = np.zeros(SUB_VOXELS, dtype=np.int64)  # palette position -> index in the cseg table
-    cseg_table = np.empty(SUB_VOXELS, dtype=np.uint64)
-    pairs = np.empty(64, dtype=np.int64)
-    slots = 1
-    while slots < 2 * blocks:
-        slots *= 2
-    slot_table = np.zeros(slots, dtype=np.int64)  # 1 + index of a written table, by hash
-    written_at = np.empty(blocks, dtype=np.int64)
-    written_length = np.empty(blocks, dtype=np.int64)
     written = 0
     last_at = -1  # the previous block's table
     last_length = 0
@@ -365,9 +381,8 @@ def _transcode(data, n, gx, gy, gz, table, mapped, solid_label, ex, ey, ez):  # 
                     if dvid_bits <= 6 and ax == SUB and ay == SUB and az == SUB:
                         # Every palette entry is normally used: encode with the table of all of
                         # them, and redo voxel by voxel only if some entry turns out unused.
-                        m = _sorted_labels(labels, every, ns, cseg_table)
+                        m = _table_and_ranks(labels, every, ns, cseg_table, ranks)
                         bits = _cseg_bits(m)
-                        _ranks(labels, ns, cseg_table, m, ranks)
                         if dvid_bits == 1 and m == 2:
                             seen = _one_bit(data, stream, np.uint64(0xFFFFFFFFFFFFFFFF) if ranks[0] else np.uint64(0), out, values)
                         elif dvid_bits == 2 and m >= 3:
@@ -381,9 +396,8 @@ def _transcode(data, n, gx, gy, gz, table, mapped, solid_label, ex, ey, ez):  # 
                         used[: 1 << dvid_bits] = 0
                         if _scan(data, stream, dvid_bits, ax, ay, az, used) >= ns:
                             return _VALUE_PAST_PALETTE, sb, stream, _NO_WORDS, False
-                        m = _sorted_labels(labels, used, ns, cseg_table)
+                        m = _table_and_ranks(labels, used, ns, cseg_table, ranks)
                         bits = _cseg_bits(m)
-                        _ranks(labels, ns, cseg_table, m, ranks)
                         _encode_voxels(data, stream, dvid_bits, ranks, bits, ax, ay, az, out, values)
                 if cseg_table[m - 1] != 0:
                     nonzero = True
