@@ -18,6 +18,7 @@ voxels are chosen with vector blends instead of table lookups.
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Sequence
 
 import numba
@@ -141,6 +142,31 @@ def _selected_runs(bits: int, across: bool):
 _run1, _run2, _run3 = _selected_runs(1, False), _selected_runs(2, False), _selected_runs(3, False)
 _runs1_across, _runs2_across, _runs3_across = _selected_runs(1, True), _selected_runs(2, True), _selected_runs(3, True)
 
+def _little_endian_load(width: int):
+    """An intrinsic load(data, at): the `width`-bit unsigned integer stored little-endian at byte
+    `at` of a C-contiguous uint8 array, as a uint64, in one unaligned load (little-endian hosts,
+    checked at import) instead of width/8 byte loads."""
+
+    @intrinsic
+    def load(typingctx, data, at):
+        if not (isinstance(data, types.Array) and data.dtype == types.uint8 and data.layout == "C"):
+            return None
+
+        def codegen(context, builder, signature, args):  # pragma: no cover - codegen
+            start = context.make_array(signature.args[0])(context, builder, args[0]).data
+            byte = builder.gep(start, [context.cast(builder, args[1], signature.args[1], types.intp)])
+            value = builder.load(builder.bitcast(byte, ir.IntType(width).as_pointer()), align=1)
+            return value if width == 64 else builder.zext(value, ir.IntType(64))
+
+        return types.uint64(data, at), codegen
+
+    return load
+
+
+if sys.byteorder != "little":  # pragma: no cover - every supported host is little-endian
+    raise ImportError("block_codec's compiled loads assume a little-endian host")
+_load32, _load64 = _little_endian_load(32), _little_endian_load(64)
+
 # Small helpers are plain functions, not inline="always": numba's IR inlining costs seconds of
 # compile time, and LLVM inlines them anyway (then folds the constant bit width).
 
@@ -259,8 +285,7 @@ def _locate_sub_blocks(data, n, gx, gy, gz, palette_at, stream_at):  # pragma: n
         ns = np.int64(data[counts_at + 2 * sb]) | (np.int64(data[counts_at + 2 * sb + 1]) << 8)
         palette_at[sb] = cursor
         for k in range(ns):
-            p = cursor + 4 * k
-            index = np.int64(data[p]) | (np.int64(data[p + 1]) << 8) | (np.int64(data[p + 2]) << 16) | (np.int64(data[p + 3]) << 24)
+            index = np.int64(_load32(data, cursor + 4 * k))
             if index >= n:
                 return _INDEX_PAST_TABLE, sb, index
         cursor += 4 * ns
@@ -284,16 +309,11 @@ def _palette_labels(data, cursor, ns, table, mapped, palette):  # pragma: no cov
     """palette[:ns] = the labels of the ns palette entries at byte `cursor`: `table` entries when
     `mapped`, else the block's own table entries (read in place)."""
     for k in range(ns):
-        p = cursor + 4 * k
-        index = np.int64(data[p]) | (np.int64(data[p + 1]) << 8) | (np.int64(data[p + 2]) << 16) | (np.int64(data[p + 3]) << 24)
+        index = np.int64(_load32(data, cursor + 4 * k))
         if mapped:
             palette[k] = table[index]
         else:
-            at = np.uint64(HEADER_BYTES + 8 * index)
-            value = np.uint64(0)
-            for byte in range(8):
-                value |= np.uint64(data[at + np.uint64(byte)]) << np.uint64(8 * byte)
-            palette[k] = value
+            palette[k] = _load64(data, HEADER_BYTES + 8 * index)
 
 
 @numba.njit(cache=True, nogil=True)

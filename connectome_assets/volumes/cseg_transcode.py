@@ -28,9 +28,6 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba.core import types
-from numba.extending import intrinsic
 
 from connectome_assets.volumes.block_codec import (
     _NO_TABLE,
@@ -42,6 +39,7 @@ from connectome_assets.volumes.block_codec import (
     BlockBytes,
     BlockFormatError,
     _as_array,
+    _load64,
     _locate_sub_blocks,
     _palette_labels,
     _row_word,
@@ -155,20 +153,6 @@ def _same_table(out, at, table, m):  # pragma: no cover - compiled
     return True
 
 
-@intrinsic
-def _load_word(typingctx, data, at):
-    """data[at:at+8] as a little-endian uint64 (one unaligned load)."""
-    if not (isinstance(data, types.Array) and data.dtype == types.uint8 and data.layout == "C"):
-        return None
-
-    def codegen(context, builder, signature, args):  # pragma: no cover - codegen
-        start = context.make_array(signature.args[0])(context, builder, args[0]).data
-        byte = builder.gep(start, [context.cast(builder, args[1], signature.args[1], types.intp)])
-        return builder.load(builder.bitcast(byte, ir.IntType(64).as_pointer()), align=1)
-
-    return types.uint64(data, at), codegen
-
-
 _LOW_NIBBLES = np.uint64(0x0F0F0F0F0F0F0F0F)
 _LOW_PAIRS = np.uint64(0x3333333333333333)
 _LOW_BITS = np.uint64(0x5555555555555555)
@@ -199,7 +183,7 @@ def _one_bit(data, stream, flip, out, base):  # pragma: no cover - compiled
     ones = np.uint64(0)
     zeros = np.uint64(0)
     for i in range(8):
-        word = _load_word(data, stream + 8 * i)
+        word = _load64(data, stream + 8 * i)
         ones |= word
         zeros |= ~word
         _store_word(out, base + 2 * i, _mirror_fields(word, 1) ^ flip)
@@ -221,7 +205,7 @@ def _two_bits(data, stream, ranks, out, base):  # pragma: no cover - compiled
     high0, high1, high2, high3 = _lanes(ranks[0], 2), _lanes(ranks[1], 2), _lanes(ranks[2], 2), _lanes(ranks[3], 2)
     seen0 = seen1 = seen2 = seen3 = np.uint64(0)
     for i in range(16):
-        word = _mirror_fields(_load_word(data, stream + 8 * i), 2)
+        word = _mirror_fields(_load64(data, stream + 8 * i), 2)
         low = word & _LOW_BITS
         high = (word >> np.uint64(1)) & _LOW_BITS
         is0 = _LOW_BITS & ~(low | high)
