@@ -18,6 +18,7 @@ voxels are chosen with vector blends instead of table lookups.
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Sequence
 
 import numba
@@ -141,6 +142,31 @@ def _selected_runs(bits: int, across: bool):
 _run1, _run2, _run3 = _selected_runs(1, False), _selected_runs(2, False), _selected_runs(3, False)
 _runs1_across, _runs2_across, _runs3_across = _selected_runs(1, True), _selected_runs(2, True), _selected_runs(3, True)
 
+def _little_endian_load(width: int):
+    """An intrinsic load(data, at): the `width`-bit unsigned integer stored little-endian at byte
+    `at` of a C-contiguous uint8 array, as a uint64, in one unaligned load (little-endian hosts,
+    checked at import) instead of width/8 byte loads."""
+
+    @intrinsic
+    def load(typingctx, data, at):
+        if not (isinstance(data, types.Array) and data.dtype == types.uint8 and data.layout == "C"):
+            return None
+
+        def codegen(context, builder, signature, args):  # pragma: no cover - codegen
+            start = context.make_array(signature.args[0])(context, builder, args[0]).data
+            byte = builder.gep(start, [context.cast(builder, args[1], signature.args[1], types.intp)])
+            value = builder.load(builder.bitcast(byte, ir.IntType(width).as_pointer()), align=1)
+            return value if width == 64 else builder.zext(value, ir.IntType(64))
+
+        return types.uint64(data, at), codegen
+
+    return load
+
+
+if sys.byteorder != "little":  # pragma: no cover - every supported host is little-endian
+    raise ImportError("block_codec's compiled loads assume a little-endian host")
+_load32, _load64 = _little_endian_load(32), _little_endian_load(64)
+
 # Small helpers are plain functions, not inline="always": numba's IR inlining costs seconds of
 # compile time, and LLVM inlines them anyway (then folds the constant bit width).
 
@@ -236,15 +262,12 @@ def _bits_any(data, stream, bits, ns, palette, rows, r0, ra, rb, transposed):  #
     return 1 if largest >= ns else 0
 
 
-@numba.njit(cache=True, nogil=True)
-def _expand(data, n, gx, gy, gz, table, mapped, rows, ra, rb, transposed):  # pragma: no cover - compiled
-    """Write the block's voxels as runs: the run at voxel (z, y, 8·sx) is row z·ra + y·rb + sx of
-    `rows`, or, `transposed`, the run at voxel (8·sz, y, x) is row x·ra + y·rb + sz.
-
-    The table entries are `table` when `mapped`, else the block's own (read in place). Returns
-    (code, sub-block, detail); for a value past a palette, detail is where that sub-block's
-    stream starts. On an error the output is partly written.
-    """
+@numba.njit(nogil=True)
+def _locate_sub_blocks(data, n, gx, gy, gz, palette_at, stream_at):  # pragma: no cover - compiled
+    """Check a (non-solid) block's layout in stream order and note where each sub-block's palette
+    and value stream start (stream_at is past the end for a sub-block of 0 or 1 entries).
+    Returns (code, sub-block, detail) as `_expand` does; every palette index is below n and
+    every palette has at most 512 entries when the code is _OK. Values are not checked here."""
     size = data.size
     nsb = gx * gy * gz
     counts_at = HEADER_BYTES + 8 * n
@@ -257,17 +280,12 @@ def _expand(data, n, gx, gy, gz, table, mapped, rows, ra, rb, transposed):  # pr
     stream = palettes_at + 4 * total
     if stream > size:
         return _TRUNCATED, -1, stream
-    # Pass 1, in stream order: check the palettes and note where each sub-block's palette and
-    # stream start, so that pass 2 can visit sub-blocks in the output's memory order.
-    palette_at = np.empty(nsb, dtype=np.int64)
-    stream_at = np.empty(nsb, dtype=np.int64)
     cursor = palettes_at
     for sb in range(nsb):
         ns = np.int64(data[counts_at + 2 * sb]) | (np.int64(data[counts_at + 2 * sb + 1]) << 8)
         palette_at[sb] = cursor
         for k in range(ns):
-            p = cursor + 4 * k
-            index = np.int64(data[p]) | (np.int64(data[p + 1]) << 8) | (np.int64(data[p + 2]) << 16) | (np.int64(data[p + 3]) << 24)
+            index = np.int64(_load32(data, cursor + 4 * k))
             if index >= n:
                 return _INDEX_PAST_TABLE, sb, index
         cursor += 4 * ns
@@ -283,6 +301,39 @@ def _expand(data, n, gx, gy, gz, table, mapped, rows, ra, rb, transposed):  # pr
                 return _TRUNCATED, sb, stream
     if stream != size:
         return _TRAILING, -1, size - stream
+    return _OK, -1, 0
+
+
+@numba.njit(nogil=True)
+def _palette_labels(data, cursor, ns, table, mapped, palette):  # pragma: no cover - compiled
+    """palette[:ns] = the labels of the ns palette entries at byte `cursor`: `table` entries when
+    `mapped`, else the block's own table entries (read in place)."""
+    for k in range(ns):
+        index = np.int64(_load32(data, cursor + 4 * k))
+        if mapped:
+            palette[k] = table[index]
+        else:
+            palette[k] = _load64(data, HEADER_BYTES + 8 * index)
+
+
+@numba.njit(cache=True, nogil=True)
+def _expand(data, n, gx, gy, gz, table, mapped, rows, ra, rb, transposed):  # pragma: no cover - compiled
+    """Write the block's voxels as runs: the run at voxel (z, y, 8·sx) is row z·ra + y·rb + sx of
+    `rows`, or, `transposed`, the run at voxel (8·sz, y, x) is row x·ra + y·rb + sz.
+
+    The table entries are `table` when `mapped`, else the block's own (read in place). Returns
+    (code, sub-block, detail); for a value past a palette, detail is where that sub-block's
+    stream starts. On an error the output is partly written.
+    """
+    nsb = gx * gy * gz
+    # Pass 1, in stream order: check the palettes and note where each sub-block's palette and
+    # stream start, so that pass 2 can visit sub-blocks in the output's memory order.
+    palette_at = np.empty(nsb, dtype=np.int64)
+    stream_at = np.empty(nsb, dtype=np.int64)
+    code, sub_block, detail = _locate_sub_blocks(data, n, gx, gy, gz, palette_at, stream_at)
+    if code != _OK:
+        return code, sub_block, detail
+    counts_at = HEADER_BYTES + 8 * n
     # Pass 2: consecutive x runs (sx) or z runs (sz) are adjacent in memory; keep them together.
     palette = np.empty(512, dtype=np.uint64)  # this sub-block's labels, already mapped
     outer, middle, inner = (gx, gy, gz) if transposed else (gz, gy, gx)
@@ -291,18 +342,7 @@ def _expand(data, n, gx, gy, gz, table, mapped, rows, ra, rb, transposed):  # pr
             for c in range(inner):
                 sb = (c * gy + b) * gx + a if transposed else (a * gy + b) * gx + c
                 ns = np.int64(data[counts_at + 2 * sb]) | (np.int64(data[counts_at + 2 * sb + 1]) << 8)
-                cursor = palette_at[sb]
-                for k in range(ns):
-                    p = cursor + 4 * k
-                    index = np.int64(data[p]) | (np.int64(data[p + 1]) << 8) | (np.int64(data[p + 2]) << 16) | (np.int64(data[p + 3]) << 24)
-                    if mapped:
-                        palette[k] = table[index]
-                    else:
-                        at = np.uint64(HEADER_BYTES + 8 * index)
-                        value = np.uint64(0)
-                        for byte in range(8):
-                            value |= np.uint64(data[at + np.uint64(byte)]) << np.uint64(8 * byte)
-                        palette[k] = value
+                _palette_labels(data, palette_at[sb], ns, table, mapped, palette)
                 r0 = SUB * a * ra + SUB * b * rb + c
                 if ns <= 1:  # solid (or, for 0, uninitialised = 0) sub-block: no stream bytes
                     value = palette[0] if ns == 1 else np.uint64(0)
@@ -402,29 +442,30 @@ def _first_past_palette(raw: np.ndarray, sub_block: int, n: int, stream: int) ->
     return int(positions[positions >= ns][0])
 
 
-def _decode(raw: np.ndarray, header: tuple[int, int, int, int], mapped_table: np.ndarray | None, out: np.ndarray) -> bool:
-    """Decode into `out` (z, y, x) if its layout allows runs; False (nothing written) if not."""
-    gx, gy, gz, n = header
-    if mapped_table is not None:
-        if len(mapped_table) != n:
-            raise BlockFormatError(f"label mapping has {len(mapped_table)} entries for a {n}-label block table")
-        mapped_table = _read_only(np.ascontiguousarray(mapped_table, dtype=np.uint64))
-    if n <= 1:
-        if raw.size != HEADER_BYTES + 8 * n:
-            if raw.size < HEADER_BYTES + 8 * n:
-                raise BlockFormatError(f"block is truncated: its {n}-label table needs {HEADER_BYTES + 8 * n} bytes, it has {raw.size}")
-            raise BlockFormatError(f"solid block has {raw.size - HEADER_BYTES - 8 * n} unexpected trailing bytes")
-        value = (mapped_table[0] if mapped_table is not None else raw[HEADER_BYTES : HEADER_BYTES + 8].view("<u8")[0]) if n else 0
-        out[...] = value
-        return True
-    layout = _runs(out)
-    if layout is None:
-        return False
-    rows, ra, rb, transposed = layout
-    table = _NO_TABLE if mapped_table is None else mapped_table
-    code, sub_block, detail = _expand(raw, n, gx, gy, gz, table, mapped_table is not None, rows, ra, rb, transposed)
+def checked_table(mapped_table: np.ndarray | None, n: int) -> np.ndarray | None:
+    """The label mapping as a read-only contiguous uint64 array, checked against the block's n labels."""
+    if mapped_table is None:
+        return None
+    if len(mapped_table) != n:
+        raise BlockFormatError(f"label mapping has {len(mapped_table)} entries for a {n}-label block table")
+    return _read_only(np.ascontiguousarray(mapped_table, dtype=np.uint64))
+
+
+def solid_value(raw: np.ndarray, n: int, mapped_table: np.ndarray | None) -> int:
+    """Every voxel's label in a block of n <= 1 labels (0 when n = 0), its length checked."""
+    if raw.size != HEADER_BYTES + 8 * n:
+        if raw.size < HEADER_BYTES + 8 * n:
+            raise BlockFormatError(f"block is truncated: its {n}-label table needs {HEADER_BYTES + 8 * n} bytes, it has {raw.size}")
+        raise BlockFormatError(f"solid block has {raw.size - HEADER_BYTES - 8 * n} unexpected trailing bytes")
+    if n == 0:
+        return 0
+    return int(mapped_table[0] if mapped_table is not None else raw[HEADER_BYTES : HEADER_BYTES + 8].view("<u8")[0])
+
+
+def raise_block_error(raw: np.ndarray, n: int, code: int, sub_block: int, detail: int) -> None:
+    """The one-sentence BlockFormatError for an error code of the compiled passes (`_OK`: nothing)."""
     if code == _OK:
-        return True
+        return
     if code == _TRUNCATED:
         raise BlockFormatError(f"block is truncated: {detail} bytes needed, {raw.size} present")
     if code == _INDEX_PAST_TABLE:
@@ -434,6 +475,23 @@ def _decode(raw: np.ndarray, header: tuple[int, int, int, int], mapped_table: np
     if code == _PALETTE_TOO_LARGE:
         raise BlockFormatError(f"sub-block {sub_block} has a {detail}-entry palette, more than its 512 voxels can use")
     raise BlockFormatError(f"block has {detail} trailing bytes after its last sub-block")
+
+
+def _decode(raw: np.ndarray, header: tuple[int, int, int, int], mapped_table: np.ndarray | None, out: np.ndarray) -> bool:
+    """Decode into `out` (z, y, x) if its layout allows runs; False (nothing written) if not."""
+    gx, gy, gz, n = header
+    mapped_table = checked_table(mapped_table, n)
+    if n <= 1:
+        out[...] = solid_value(raw, n, mapped_table)
+        return True
+    layout = _runs(out)
+    if layout is None:
+        return False
+    rows, ra, rb, transposed = layout
+    table = _NO_TABLE if mapped_table is None else mapped_table
+    code, sub_block, detail = _expand(raw, n, gx, gy, gz, table, mapped_table is not None, rows, ra, rb, transposed)
+    raise_block_error(raw, n, code, sub_block, detail)
+    return True
 
 
 def _empty_aligned(shape: tuple[int, int, int]) -> np.ndarray:
