@@ -69,3 +69,15 @@ def wait_until_uploading(env: FlightEnv, dataset: str, table: str) -> None:
     while dataset not in env.state.dataset_names() or (found := env.upload_state(dataset, table)) is None or found.upload_state != "uploading":
         assert time.monotonic() < deadline, f"the upload of {dataset}/{table} never claimed the table"
         time.sleep(0.05)
+
+
+class ClientFailed(RuntimeError):
+    """The client's own source broke half way (not the network, not the server)."""
+
+
+def failing_after(table: pa.Table, batches: int, rows: int) -> Iterator[pa.RecordBatch]:
+    """`table` in batches of `rows`, breaking with ClientFailed before batch number `batches`."""
+    for index, batch in enumerate(table.to_batches(max_chunksize=rows)):
+        if index == batches:
+            raise ClientFailed("the client's source broke")
+        yield batch

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ from connectome_assets.registry.service import Registry
 from connectome_assets.settings import Settings
 from connectome_assets.warehouse.client import connect
 from connectome_assets_tests.conftest import _free_port
-from connectome_assets_tests.flight.helpers import TOKEN, FlightEnv, neurons, random_edges, wait_until_uploading
+from connectome_assets_tests.flight.helpers import TOKEN, ClientFailed, FlightEnv, failing_after, neurons, random_edges, wait_until_uploading
 from connectome_assets_tests.releases import entry, write_release
 
 def test_flight_batches_are_at_most_65536_rows_and_keep_every_row() -> None:
@@ -79,17 +78,6 @@ def test_filter_drops_exactly_what_the_direct_path_drops(env: FlightEnv, tmp_pat
     columns = "pre_neuron_id, post_neuron_id, weight"
     assert env.rows("viaflight", "synapses", columns) == env.rows("direct", "synapses", columns)
     assert env.rows("viaflight", "neurons", "neuron_id, type, instance, status") == env.rows("direct", "neurons", "neuron_id, type, instance, status")
-
-
-class ClientFailed(RuntimeError):
-    pass
-
-
-def failing_after(table: pa.Table, batches: int, rows: int) -> Iterator[pa.RecordBatch]:
-    for index, batch in enumerate(table.to_batches(max_chunksize=rows)):
-        if index == batches:
-            raise ClientFailed("the client's source broke")
-        yield batch
 
 
 def test_broken_stream_leaves_nothing_and_failed(env: FlightEnv) -> None:

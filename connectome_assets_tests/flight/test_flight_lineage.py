@@ -12,8 +12,7 @@ from connectome_assets.cli import dataset_status, materialize_dataset
 from connectome_assets.defs.connectome.lineage import DATASET_IMPORT_ASSETS
 from connectome_assets_tests.daemon import Daemon, run_requested
 from connectome_assets_tests.expected import MAIN_JOB_CHECKS
-from connectome_assets_tests.flight.helpers import FlightEnv, neurons, synapses
-from connectome_assets_tests.flight.test_flight_ingest import ClientFailed, failing_after
+from connectome_assets_tests.flight.helpers import ClientFailed, FlightEnv, failing_after, neurons, synapses
 
 WHOLE_LINEAGE = {*DATASET_IMPORT_ASSETS, *(f"{asset}/{check}" for asset, check in MAIN_JOB_CHECKS)}
 
