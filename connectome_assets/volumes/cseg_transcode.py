@@ -422,7 +422,6 @@ def _transcode(data, n, gx, gy, gz, table, mapped, solid_label, ex, ey, ez):  # 
                 if ns <= 1:  # no stream: one label (0 for an uninitialised sub-block)
                     cseg_table[0] = labels[0] if ns == 1 else np.uint64(0)
                     m = 1
-                    bits = 0
                 else:
                     dvid_bits = _dvid_bits(ns)
                     stream = stream_at[sb]
@@ -464,105 +463,116 @@ def _transcode(data, n, gx, gy, gz, table, mapped, solid_label, ex, ey, ez):  # 
 # ---------------------------------------------------------------------------------------------
 # From uint64 voxels (the downres scales, which have voxels, not DVID blocks)
 
-# A block with more distinct labels than this is tabled by sorting its voxels rather than by
-# looking each new label up among those seen (the lookup is linear).
-_FEW_LABELS = 32
+# A block with up to this many distinct labels is tabled and indexed by comparing each voxel with
+# every label of its table (branch-free, cheap for the few labels of most blocks); beyond, by
+# sorting its voxels and a binary search per voxel.
+_FEW_LABELS = 8
+
+
+@numba.njit(nogil=True)
+def _uniform(voxels, x0, y0, z0, ax, ay, az):  # pragma: no cover - compiled
+    """Whether the voxels of the block at (x0, y0, z0) inside (ax, ay, az) are all one label (most
+    blocks of a segmentation are; they need nothing but their label)."""
+    first = voxels[x0, y0, z0]
+    if abs(voxels.strides[0]) <= abs(voxels.strides[2]):
+        for z in range(az):
+            for y in range(ay):
+                same = True
+                for x in range(ax):
+                    same &= voxels[x0 + x, y0 + y, z0 + z] == first
+                if not same:
+                    return False
+    else:
+        for x in range(ax):
+            for y in range(ay):
+                same = True
+                for z in range(az):
+                    same &= voxels[x0 + x, y0 + y, z0 + z] == first
+                if not same:
+                    return False
+    return True
 
 
 @numba.njit(nogil=True)
 def _gather(voxels, x0, y0, z0, ax, ay, az, block_values):  # pragma: no cover - compiled
     """The voxels of the block at (x0, y0, z0) inside (ax, ay, az) into block_values, x fastest as cseg
-    orders them (looping along the array's shortest stride); returns whether they are all one label."""
-    first = voxels[x0, y0, z0]
-    same = True
+    orders them (looping along the array's shortest stride)."""
     if abs(voxels.strides[0]) <= abs(voxels.strides[2]):
         for z in range(az):
             for y in range(ay):
                 for x in range(ax):
-                    value = voxels[x0 + x, y0 + y, z0 + z]
-                    block_values[(z * SUB + y) * SUB + x] = value
-                    same &= value == first
+                    block_values[(z * SUB + y) * SUB + x] = voxels[x0 + x, y0 + y, z0 + z]
     else:
         for x in range(ax):
             for y in range(ay):
                 for z in range(az):
-                    value = voxels[x0 + x, y0 + y, z0 + z]
-                    block_values[(z * SUB + y) * SUB + x] = value
-                    same &= value == first
-    return same
+                    block_values[(z * SUB + y) * SUB + x] = voxels[x0 + x, y0 + y, z0 + z]
 
 
 @numba.njit(nogil=True)
-def _table_of_voxels(block_values, ax, ay, az, cseg_table, ids, ranks, distinct):  # pragma: no cover - compiled
-    """The sorted distinct labels of the voxels inside (ax, ay, az) into cseg_table (returns how
-    many, m), and for each voxel p inside, its index in that table as ranks[ids[p]]."""
-    m = 0
-    previous = block_values[0]
-    previous_id = -1
+def _table_of_voxels(block_values, ax, ay, az, cseg_table):  # pragma: no cover - compiled
+    """The sorted distinct labels of the voxels inside (ax, ay, az) into cseg_table; returns how many.
+    Each voxel is compared with all _FEW_LABELS slots at once (the unfilled ones hold a label already
+    seen), so the common case has a fixed, vectorised loop and one well-predicted branch."""
+    cseg_table[:_FEW_LABELS] = block_values[0]
+    m = 1
     for z in range(az):
         for y in range(ay):
             for x in range(ax):
-                p = (z * SUB + y) * SUB + x
-                value = block_values[p]
-                if value != previous or previous_id < 0:
-                    previous_id = -1
-                    for k in range(m):
-                        if distinct[k] == value:
-                            previous_id = k
-                            break
-                    if previous_id < 0:
-                        if m == _FEW_LABELS:
-                            return _table_by_sorting(block_values, ax, ay, az, cseg_table, ids, ranks, distinct)
-                        distinct[m] = value
-                        previous_id = m
-                        m += 1
-                    previous = value
-                ids[p] = previous_id
-    for k in range(m):  # m is small: rank by counting
-        rank = 0
-        for j in range(m):
-            rank += distinct[j] < distinct[k]
-        ranks[k] = rank
-        cseg_table[rank] = distinct[k]
+                value = block_values[(z * SUB + y) * SUB + x]
+                known = False
+                for k in range(_FEW_LABELS):
+                    known |= cseg_table[k] == value
+                if not known:
+                    if m == _FEW_LABELS:
+                        return _table_by_sorting(block_values, ax, ay, az, cseg_table)
+                    cseg_table[m] = value
+                    m += 1
+    cseg_table[:m].sort()
+    cseg_table[m:_FEW_LABELS] = cseg_table[m - 1]  # for _index's fixed loop: never below a label
     return m
 
 
 @numba.njit(nogil=True)
-def _table_by_sorting(block_values, ax, ay, az, cseg_table, ids, ranks, inside):  # pragma: no cover - compiled
-    """`_table_of_voxels` for many labels: sort the voxels inside, keep each label once, and find
-    each voxel's index by binary search (ranks: the identity)."""
+def _table_by_sorting(block_values, ax, ay, az, cseg_table):  # pragma: no cover - compiled
+    """`_table_of_voxels` for many labels: sort the voxels inside and keep each label once."""
+    inside = np.empty(ax * ay * az, dtype=np.uint64)
     n = 0
     for z in range(az):
         for y in range(ay):
             for x in range(ax):
                 inside[n] = block_values[(z * SUB + y) * SUB + x]
                 n += 1
-    ordered = np.sort(inside[:n])
+    inside.sort()
     m = 0
     for i in range(n):
-        if m == 0 or ordered[i] != cseg_table[m - 1]:
-            cseg_table[m] = ordered[i]
+        if m == 0 or inside[i] != cseg_table[m - 1]:
+            cseg_table[m] = inside[i]
             m += 1
-    for k in range(m):
-        ranks[k] = k
-    for z in range(az):
-        for y in range(ay):
-            for x in range(ax):
-                p = (z * SUB + y) * SUB + x
-                ids[p] = _rank(block_values[p], cseg_table, m)
     return m
 
 
 @numba.njit(nogil=True)
-def _pack(ids, ranks, bits, whole, ax, ay, az, out, values):  # pragma: no cover - compiled
-    """The block's values at `bits` bits each (ranks[ids[p]] for voxel p), LSB-first into 16·bits
-    uint32 words at out[values]; in a clipped block the voxels outside stay 0."""
+def _index(value, cseg_table, m):  # pragma: no cover - compiled
+    """A label's index in the sorted table: the count of smaller labels, or a binary search when many."""
+    if m > _FEW_LABELS:
+        return _rank(value, cseg_table, m)
+    index = 0
+    for k in range(_FEW_LABELS):  # past m the table repeats its largest label (_table_of_voxels)
+        index += cseg_table[k] < value
+    return index
+
+
+@numba.njit(nogil=True)
+def _pack(block_values, cseg_table, m, bits, whole, ax, ay, az, out, values):  # pragma: no cover - compiled
+    """The block's values at `bits` bits each (each voxel's index in the table), LSB-first into
+    16·bits uint32 words at out[values]; in a clipped block the voxels outside stay 0."""
     if whole:
         per_word = 32 // bits
         for w in range(16 * bits):
             word = np.uint32(0)
             for j in range(per_word):
-                word |= np.uint32(ranks[ids[w * per_word + j]]) << np.uint32(j * bits)
+                word |= np.uint32(_index(block_values[w * per_word + j], cseg_table, m)) << np.uint32(j * bits)
             out[values + w] = word
         return
     out[values : values + 16 * bits] = 0
@@ -571,7 +581,7 @@ def _pack(ids, ranks, bits, whole, ax, ay, az, out, values):  # pragma: no cover
             for x in range(ax):
                 p = (z * SUB + y) * SUB + x
                 bit = p * bits
-                out[values + (bit >> 5)] |= np.uint32(ranks[ids[p]]) << np.uint32(bit & 31)
+                out[values + (bit >> 5)] |= np.uint32(_index(block_values[p], cseg_table, m)) << np.uint32(bit & 31)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -582,10 +592,8 @@ def _encode(voxels):  # pragma: no cover - compiled
     blocks = bx * by * bz
     tables = np.empty(_tables_size(blocks), dtype=np.int64)
     _start_tables(tables, blocks)
-    ints = np.empty(2 * SUB_VOXELS, dtype=np.int64)
-    ids, ranks = ints[:SUB_VOXELS], ints[SUB_VOXELS:]  # voxel -> label seen, label seen -> index in the table
-    words = np.empty(3 * SUB_VOXELS, dtype=np.uint64)
-    block_values, cseg_table, distinct = words[:SUB_VOXELS], words[SUB_VOXELS : 2 * SUB_VOXELS], words[2 * SUB_VOXELS :]
+    words = np.empty(2 * SUB_VOXELS, dtype=np.uint64)
+    block_values, cseg_table = words[:SUB_VOXELS], words[SUB_VOXELS:]
     out = _new_chunk(1 + 2 * blocks + 34 * blocks)  # room for 1-2 bit blocks; grown when more is needed
     size = 1 + 2 * blocks
     nonzero = False
@@ -595,18 +603,24 @@ def _encode(voxels):  # pragma: no cover - compiled
             ay = min(SUB, ey - SUB * y)
             for x in range(bx):
                 ax = min(SUB, ex - SUB * x)
-                if _gather(voxels, SUB * x, SUB * y, SUB * z, ax, ay, az, block_values):
-                    cseg_table[0] = block_values[0]
+                whole = ax == SUB and ay == SUB and az == SUB
+                # Whole blocks with constant loop bounds: the compiler unrolls and vectorises them.
+                if _uniform(voxels, SUB * x, SUB * y, SUB * z, SUB, SUB, SUB) if whole else _uniform(voxels, SUB * x, SUB * y, SUB * z, ax, ay, az):
+                    cseg_table[0] = voxels[SUB * x, SUB * y, SUB * z]
                     m = 1
                 else:
-                    m = _table_of_voxels(block_values, ax, ay, az, cseg_table, ids, ranks, distinct)
+                    if whole:
+                        _gather(voxels, SUB * x, SUB * y, SUB * z, SUB, SUB, SUB, block_values)
+                    else:
+                        _gather(voxels, SUB * x, SUB * y, SUB * z, ax, ay, az, block_values)
+                    m = _table_of_voxels(block_values, ax, ay, az, cseg_table)
                 bits = _cseg_bits(m)
                 if size + 16 * bits + 2 * m > out.size:
                     grown = np.empty(2 * (size + 16 * bits + 2 * m), dtype=np.uint32)
                     grown[:size] = out[:size]
                     out = grown
                 if bits:
-                    _pack(ids, ranks, bits, ax == SUB and ay == SUB and az == SUB, ax, ay, az, out, size)
+                    _pack(block_values, cseg_table, m, bits, whole, ax, ay, az, out, size)
                 nonzero |= cseg_table[m - 1] != 0
                 size = _put_block(out, (z * by + y) * bx + x, size, bits, cseg_table, m, tables, blocks)
     return out[:size], nonzero
