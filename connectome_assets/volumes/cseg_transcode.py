@@ -422,6 +422,7 @@ def _transcode(data, n, gx, gy, gz, table, mapped, solid_label, ex, ey, ez):  # 
                 if ns <= 1:  # no stream: one label (0 for an uninitialised sub-block)
                     cseg_table[0] = labels[0] if ns == 1 else np.uint64(0)
                     m = 1
+                    bits = 0
                 else:
                     dvid_bits = _dvid_bits(ns)
                     stream = stream_at[sb]
