@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorstore as ts
 
-from connectome_assets.volumes.plan import Manifest, PlanError, plan_downres_scale, plan_dvid_scale, tier_table
+from connectome_assets.volumes.plan import CHUNK_ARRAY_BYTES, Manifest, PlanError, plan_downres_scale, plan_dvid_scale, shard_memory, tier_table
 from connectome_assets.volumes.precomputed import destination_url, info_from_spec, open_scale, scales_of, shard_files, write_info
 from connectome_assets.volumes.sharding import shard_chunk_data
 from connectome_assets.volumes.verify import reference_mode, validate_dvid, verify_scale
@@ -77,6 +77,8 @@ def test_downres_shards_equal_tensorstores_chunk_for_chunk(tmp_path: Path) -> No
     for scale in (1, 2):
         lines: list[dict] = []
         manifest = plan_downres_scale(ours, scale)
+        for job in manifest.shards:  # encoded chunks only: no uint64 chunk is held until the commit
+            assert job.memory_bytes == shard_memory(job.chunks, 8 * CHUNK_ARRAY_BYTES, scale, holds_voxels=False)
         for index in range(len(manifest.tasks)):
             run_task(manifest, index, report=lines.append)
         expected = reference_mode(expected, "tensorstore")
