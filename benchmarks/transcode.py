@@ -57,15 +57,17 @@ ENCODE_SCALE = 2  # the downsampled chunks' scale in SPEC
 
 
 @dataclass
-class TranscodeRun:
-    blocks: int = 0
+class PathRuns:
+    """Passes of each measured path over the same `items` (blocks or chunks)."""
+
+    items: int = 0
     chunk_bytes: int = 0
     passes: dict[str, list[float]] = field(default_factory=dict)
     measured: dict[str, Measurement] = field(default_factory=dict)
     identical: bool = False
 
 
-def run_transcode(passes: int) -> TranscodeRun:
+def run_transcode(passes: int) -> PathRuns:
     import zstandard
 
     from connectome_assets.volumes.cseg_transcode import reference_transcode_chunk, transcode_chunk
@@ -77,7 +79,7 @@ def run_transcode(passes: int) -> TranscodeRun:
     for coordinate in reader.chunks:
         record = reader.read(coordinate)
         blocks.append((decompressor.decompress(record.compressed_block, max_output_size=record.uncompressed_size), record.labels))
-    run = TranscodeRun(blocks=len(blocks))
+    run = PathRuns(items=len(blocks))
     paths = {
         "transcode_chunk, labels": lambda block, labels: transcode_chunk(block, labels),
         "transcode_chunk, supervoxels": lambda block, labels: transcode_chunk(block, None),
@@ -103,11 +105,7 @@ def run_transcode(passes: int) -> TranscodeRun:
 
 
 @dataclass
-class EncodeRun:
-    chunks: int = 0
-    chunk_bytes: int = 0
-    passes: dict[str, list[float]] = field(default_factory=dict)
-    measured: dict[str, Measurement] = field(default_factory=dict)
+class EncodeRun(PathRuns):
     checks: list[str] = field(default_factory=list)
 
 
@@ -148,7 +146,7 @@ def run_encode(passes: int, core: int, root: str) -> EncodeRun:
     info = info_from_spec(json.loads(SPEC.read_text()), str(SPEC))
     scale = scales_of(info)[ENCODE_SCALE]
     chunks = downsampled_chunks()
-    run = EncodeRun(chunks=len(chunks))
+    run = EncodeRun(items=len(chunks))
 
     def fresh(name: str) -> str:
         dest = destination_url(f"{root}/{name}")
@@ -202,16 +200,17 @@ def run_encode(passes: int, core: int, root: str) -> EncodeRun:
             f"{name}: {len(ours_data)} chunks (ours) vs {len(theirs)} (tensorstore), {differ} differ; {not_encoded} of tensorstore's differ from encode_chunk"
             + (" (identical)" if ok else " FAIL")
         )
+    run.identical = bool(run.checks) and not any("FAIL" in line for line in run.checks)
     return run
 
 
 def transcode_section(passes: int) -> bool:
     run = in_fresh_process(run_transcode, passes)
-    print(f"shard {SHARD.name}: {run.blocks} blocks after zstd, {run.chunk_bytes / 1e6:.2f} MB of cseg chunks (labels) per pass; one thread\n")
+    print(f"shard {SHARD.name}: {run.items} blocks after zstd, {run.chunk_bytes / 1e6:.2f} MB of cseg chunks (labels) per pass; one thread\n")
     print(f"{'path':<62} {'passes':>6} {'blocks/s':>10} {'µs/block':>9} {'CPU s':>7}")
     for name, seconds in run.passes.items():
         median = statistics.median(seconds)
-        print(f"{name:<62} {len(seconds):>6} {run.blocks / median:>10,.0f} {median / run.blocks * 1e6:>9.1f} {run.measured[name].cpu_seconds:>7.2f}")
+        print(f"{name:<62} {len(seconds):>6} {run.items / median:>10,.0f} {median / run.items * 1e6:>9.1f} {run.measured[name].cpu_seconds:>7.2f}")
     print(f"\ncheck: transcoder bytes {'identical to' if run.identical else 'DIFFERENT FROM (FAIL)'} the reference on every block, labels and supervoxels")
     return run.identical
 
@@ -224,19 +223,19 @@ def encode_section(passes: int) -> bool:
     with tempfile.TemporaryDirectory(prefix="cseg-encode-") as root:
         run = in_fresh_process(run_encode, passes, core, root)
     print(
-        f"\nencode: {run.chunks} chunks of 64³ downsampled (2x2x2 mode) from {SHARD.name}, {run.chunk_bytes / 1e6:.2f} MB of cseg chunks;"
+        f"\nencode: {run.items} chunks of 64³ downsampled (2x2x2 mode) from {SHARD.name}, {run.chunk_bytes / 1e6:.2f} MB of cseg chunks;"
         f" pinned to core {core}; median of {passes} passes\n"
     )
     print(f"{'path':<66} {'chunks/s':>9} {'ms/chunk':>9} {'CPU s':>7}")
     for name, seconds in run.passes.items():
         median = statistics.median(seconds)
-        print(f"{name:<66} {run.chunks / median:>9,.0f} {median / run.chunks * 1e3:>9.3f} {run.measured[name].cpu_seconds:>7.2f}")
+        print(f"{name:<66} {run.items / median:>9,.0f} {median / run.items * 1e3:>9.3f} {run.measured[name].cpu_seconds:>7.2f}")
     medians = [statistics.median(seconds) for seconds in run.passes.values()]
     print(f"\nencode_chunk + ShardWriter / tensorstore: {medians[2] / medians[1]:.2f}x; encode_chunk alone / tensorstore: {medians[2] / medians[0]:.2f}x")
     print("checks (the last pass of each writer, chunk for chunk):")
     for line in run.checks:
         print(f"  {line}")
-    return bool(run.checks) and not any("FAIL" in line for line in run.checks)
+    return run.identical
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -260,6 +260,14 @@ def _rows(data, stream, dvid_bits, ranks, bits, pairs, out, base):  # pragma: no
 
 
 @numba.njit(nogil=True)
+def _put_index(out, base, voxel, bits, index):  # pragma: no cover - compiled
+    """Voxel `voxel`'s table index into the block's values at out[base] (bits-wide, LSB-first; the
+    words zeroed beforehand)."""
+    bit = voxel * bits
+    out[base + (bit >> 5)] |= np.uint32(index) << np.uint32(bit & 31)
+
+
+@numba.njit(nogil=True)
 def _encode_voxels(data, stream, dvid_bits, ranks, bits, ax, ay, az, out, base):  # pragma: no cover - compiled
     """Any sub-block, voxel by voxel: the voxels inside (ax, ay, az) written, the others left 0."""
     out[base : base + 16 * bits] = 0
@@ -267,8 +275,7 @@ def _encode_voxels(data, stream, dvid_bits, ranks, bits, ax, ay, az, out, base):
         for y in range(ay):
             for x in range(ax):
                 voxel = (z * SUB + y) * SUB + x
-                bit = voxel * bits
-                out[base + (bit >> 5)] |= np.uint32(ranks[_position(data, stream, dvid_bits, voxel)] << (bit & 31))
+                _put_index(out, base, voxel, bits, ranks[_position(data, stream, dvid_bits, voxel)])
 
 
 @numba.njit(nogil=True)
@@ -310,6 +317,14 @@ def _start_tables(tables, blocks):  # pragma: no cover - compiled
     written table), each written table's word, its length]."""
     tables[: 3 + _table_slots(blocks)] = 0
     tables[1] = -1
+
+
+@numba.njit(nogil=True)
+def _block_at(block, bx, by, ex, ey, ez):  # pragma: no cover - compiled
+    """Block `block` (z, y, x order, x fastest) of a chunk of extent (ex, ey, ez) that is bx × by
+    blocks a z slice: its position (x, y, z) in blocks and its voxels inside (ax, ay, az)."""
+    x, y, z = block % bx, block // bx % by, block // (bx * by)
+    return x, y, z, min(SUB, ex - SUB * x), min(SUB, ey - SUB * y), min(SUB, ez - SUB * z)
 
 
 @numba.njit(nogil=True)
@@ -405,51 +420,46 @@ def _transcode(data, n, gx, gy, gz, table, mapped, solid_label, ex, ey, ez):  # 
     size = 1 + 2 * blocks  # words written (absolute; the channel starts at word 1)
     nonzero = False
 
-    for z in range(bz):
-        az = min(SUB, ez - SUB * z)
-        for y in range(by):
-            ay = min(SUB, ey - SUB * y)
-            for x in range(bx):
-                ax = min(SUB, ex - SUB * x)
-                block = (z * by + y) * bx + x
-                sb = (z * gy + y) * gx + x
-                ns = counts[sb]
-                if n <= 1:
-                    labels[0] = solid_label
+    for block in range(blocks):
+        x, y, z, ax, ay, az = _block_at(block, bx, by, ex, ey, ez)
+        sb = (z * gy + y) * gx + x
+        ns = counts[sb]
+        if n <= 1:
+            labels[0] = solid_label
+        else:
+            _palette_labels(data, palette_at[sb], ns, table, mapped, labels)
+        values = size  # where this block's values go (absolute)
+        if ns <= 1:  # no stream: one label (0 for an uninitialised sub-block)
+            cseg_table[0] = labels[0] if ns == 1 else np.uint64(0)
+            m = 1
+            bits = 0
+        else:
+            dvid_bits = _dvid_bits(ns)
+            stream = stream_at[sb]
+            voxel_by_voxel = True
+            if dvid_bits <= 6 and ax == SUB and ay == SUB and az == SUB:
+                # Every palette entry is normally used: encode with the table of all of
+                # them, and redo voxel by voxel only if some entry turns out unused.
+                m = _table_and_ranks(labels, every, ns, cseg_table, ranks)
+                bits = _cseg_bits(m)
+                if dvid_bits == 1 and m == 2:
+                    seen = _one_bit(data, stream, np.uint64(0xFFFFFFFFFFFFFFFF) if ranks[0] else np.uint64(0), out, values)
+                elif dvid_bits == 2 and m >= 3:
+                    seen = _two_bits(data, stream, ranks, out, values)
                 else:
-                    _palette_labels(data, palette_at[sb], ns, table, mapped, labels)
-                values = size  # where this block's values go (absolute)
-                if ns <= 1:  # no stream: one label (0 for an uninitialised sub-block)
-                    cseg_table[0] = labels[0] if ns == 1 else np.uint64(0)
-                    m = 1
-                    bits = 0
-                else:
-                    dvid_bits = _dvid_bits(ns)
-                    stream = stream_at[sb]
-                    voxel_by_voxel = True
-                    if dvid_bits <= 6 and ax == SUB and ay == SUB and az == SUB:
-                        # Every palette entry is normally used: encode with the table of all of
-                        # them, and redo voxel by voxel only if some entry turns out unused.
-                        m = _table_and_ranks(labels, every, ns, cseg_table, ranks)
-                        bits = _cseg_bits(m)
-                        if dvid_bits == 1 and m == 2:
-                            seen = _one_bit(data, stream, np.uint64(0xFFFFFFFFFFFFFFFF) if ranks[0] else np.uint64(0), out, values)
-                        elif dvid_bits == 2 and m >= 3:
-                            seen = _two_bits(data, stream, ranks, out, values)
-                        else:
-                            seen = _rows(data, stream, dvid_bits, ranks, bits, pairs, out, values)
-                        if ns < 64 and seen >> ns:
-                            return _VALUE_PAST_PALETTE, sb, stream, _NO_WORDS, False
-                        voxel_by_voxel = seen != (-1 if ns == 64 else (1 << ns) - 1)
-                    if voxel_by_voxel:
-                        used[: 1 << dvid_bits] = 0
-                        if _scan(data, stream, dvid_bits, ax, ay, az, used) >= ns:
-                            return _VALUE_PAST_PALETTE, sb, stream, _NO_WORDS, False
-                        m = _table_and_ranks(labels, used, ns, cseg_table, ranks)
-                        bits = _cseg_bits(m)
-                        _encode_voxels(data, stream, dvid_bits, ranks, bits, ax, ay, az, out, values)
-                nonzero |= cseg_table[m - 1] != 0
-                size = _put_block(out, block, values, bits, cseg_table, m, tables, blocks)
+                    seen = _rows(data, stream, dvid_bits, ranks, bits, pairs, out, values)
+                if ns < 64 and seen >> ns:
+                    return _VALUE_PAST_PALETTE, sb, stream, _NO_WORDS, False
+                voxel_by_voxel = seen != (-1 if ns == 64 else (1 << ns) - 1)
+            if voxel_by_voxel:
+                used[: 1 << dvid_bits] = 0
+                if _scan(data, stream, dvid_bits, ax, ay, az, used) >= ns:
+                    return _VALUE_PAST_PALETTE, sb, stream, _NO_WORDS, False
+                m = _table_and_ranks(labels, used, ns, cseg_table, ranks)
+                bits = _cseg_bits(m)
+                _encode_voxels(data, stream, dvid_bits, ranks, bits, ax, ay, az, out, values)
+        nonzero |= cseg_table[m - 1] != 0
+        size = _put_block(out, block, values, bits, cseg_table, m, tables, blocks)
     # Sub-blocks beyond the volume's edge are not stored, but their values are checked all the same.
     for sb in range(nsb):
         ns = counts[sb]
@@ -471,27 +481,36 @@ _FEW_LABELS = 8
 
 
 @numba.njit(nogil=True)
+def _uniform_in(a, i0, j0, k0, ni, nj, nk):  # pragma: no cover - compiled
+    """Whether a[i0:i0+ni, j0:j0+nj, k0:k0+nk] is all one label, the first index innermost."""
+    first = a[i0, j0, k0]
+    for k in range(nk):
+        for j in range(nj):
+            same = True
+            for i in range(ni):
+                same &= a[i0 + i, j0 + j, k0 + k] == first
+            if not same:
+                return False
+    return True
+
+
+@numba.njit(nogil=True)
 def _uniform(voxels, x0, y0, z0, ax, ay, az):  # pragma: no cover - compiled
     """Whether the voxels of the block at (x0, y0, z0) inside (ax, ay, az) are all one label (most
-    blocks of a segmentation are; they need nothing but their label)."""
-    first = voxels[x0, y0, z0]
+    blocks of a segmentation are; they need nothing but their label), looping along the array's
+    shortest stride."""
     if abs(voxels.strides[0]) <= abs(voxels.strides[2]):
-        for z in range(az):
-            for y in range(ay):
-                same = True
-                for x in range(ax):
-                    same &= voxels[x0 + x, y0 + y, z0 + z] == first
-                if not same:
-                    return False
-    else:
-        for x in range(ax):
-            for y in range(ay):
-                same = True
-                for z in range(az):
-                    same &= voxels[x0 + x, y0 + y, z0 + z] == first
-                if not same:
-                    return False
-    return True
+        return _uniform_in(voxels, x0, y0, z0, ax, ay, az)
+    return _uniform_in(voxels.T, z0, y0, x0, az, ay, ax)
+
+
+@numba.njit(nogil=True)
+def _gather_in(a, i0, j0, k0, ni, nj, nk, block_values, si, sj, sk):  # pragma: no cover - compiled
+    """a[i0 + i, j0 + j, k0 + k] into block_values[i·si + j·sj + k·sk], the first index innermost."""
+    for k in range(nk):
+        for j in range(nj):
+            for i in range(ni):
+                block_values[i * si + j * sj + k * sk] = a[i0 + i, j0 + j, k0 + k]
 
 
 @numba.njit(nogil=True)
@@ -499,15 +518,9 @@ def _gather(voxels, x0, y0, z0, ax, ay, az, block_values):  # pragma: no cover -
     """The voxels of the block at (x0, y0, z0) inside (ax, ay, az) into block_values, x fastest as cseg
     orders them (looping along the array's shortest stride)."""
     if abs(voxels.strides[0]) <= abs(voxels.strides[2]):
-        for z in range(az):
-            for y in range(ay):
-                for x in range(ax):
-                    block_values[(z * SUB + y) * SUB + x] = voxels[x0 + x, y0 + y, z0 + z]
+        _gather_in(voxels, x0, y0, z0, ax, ay, az, block_values, 1, SUB, SUB * SUB)
     else:
-        for x in range(ax):
-            for y in range(ay):
-                for z in range(az):
-                    block_values[(z * SUB + y) * SUB + x] = voxels[x0 + x, y0 + y, z0 + z]
+        _gather_in(voxels.T, z0, y0, x0, az, ay, ax, block_values, SUB * SUB, SUB, 1)
 
 
 @numba.njit(nogil=True)
@@ -581,8 +594,7 @@ def _pack(block_values, cseg_table, m, bits, whole, ax, ay, az, out, values):  #
         for y in range(ay):
             for x in range(ax):
                 p = (z * SUB + y) * SUB + x
-                bit = p * bits
-                out[values + (bit >> 5)] |= np.uint32(_index(block_values[p], cseg_table, m)) << np.uint32(bit & 31)
+                _put_index(out, values, p, bits, _index(block_values[p], cseg_table, m))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -598,32 +610,28 @@ def _encode(voxels):  # pragma: no cover - compiled
     out = _new_chunk(1 + 2 * blocks + 34 * blocks)  # room for 1-2 bit blocks; grown when more is needed
     size = 1 + 2 * blocks
     nonzero = False
-    for z in range(bz):
-        az = min(SUB, ez - SUB * z)
-        for y in range(by):
-            ay = min(SUB, ey - SUB * y)
-            for x in range(bx):
-                ax = min(SUB, ex - SUB * x)
-                whole = ax == SUB and ay == SUB and az == SUB
-                # Whole blocks with constant loop bounds: the compiler unrolls and vectorises them.
-                if _uniform(voxels, SUB * x, SUB * y, SUB * z, SUB, SUB, SUB) if whole else _uniform(voxels, SUB * x, SUB * y, SUB * z, ax, ay, az):
-                    cseg_table[0] = voxels[SUB * x, SUB * y, SUB * z]
-                    m = 1
-                else:
-                    if whole:
-                        _gather(voxels, SUB * x, SUB * y, SUB * z, SUB, SUB, SUB, block_values)
-                    else:
-                        _gather(voxels, SUB * x, SUB * y, SUB * z, ax, ay, az, block_values)
-                    m = _table_of_voxels(block_values, ax, ay, az, cseg_table)
-                bits = _cseg_bits(m)
-                if size + 16 * bits + 2 * m > out.size:
-                    grown = np.empty(2 * (size + 16 * bits + 2 * m), dtype=np.uint32)
-                    grown[:size] = out[:size]
-                    out = grown
-                if bits:
-                    _pack(block_values, cseg_table, m, bits, whole, ax, ay, az, out, size)
-                nonzero |= cseg_table[m - 1] != 0
-                size = _put_block(out, (z * by + y) * bx + x, size, bits, cseg_table, m, tables, blocks)
+    for block in range(blocks):
+        x, y, z, ax, ay, az = _block_at(block, bx, by, ex, ey, ez)
+        whole = ax == SUB and ay == SUB and az == SUB
+        # Whole blocks with constant loop bounds: the compiler unrolls and vectorises them.
+        if _uniform(voxels, SUB * x, SUB * y, SUB * z, SUB, SUB, SUB) if whole else _uniform(voxels, SUB * x, SUB * y, SUB * z, ax, ay, az):
+            cseg_table[0] = voxels[SUB * x, SUB * y, SUB * z]
+            m = 1
+        else:
+            if whole:
+                _gather(voxels, SUB * x, SUB * y, SUB * z, SUB, SUB, SUB, block_values)
+            else:
+                _gather(voxels, SUB * x, SUB * y, SUB * z, ax, ay, az, block_values)
+            m = _table_of_voxels(block_values, ax, ay, az, cseg_table)
+        bits = _cseg_bits(m)
+        if size + 16 * bits + 2 * m > out.size:
+            grown = np.empty(2 * (size + 16 * bits + 2 * m), dtype=np.uint32)
+            grown[:size] = out[:size]
+            out = grown
+        if bits:
+            _pack(block_values, cseg_table, m, bits, whole, ax, ay, az, out, size)
+        nonzero |= cseg_table[m - 1] != 0
+        size = _put_block(out, block, size, bits, cseg_table, m, tables, blocks)
     return out[:size], nonzero
 
 
