@@ -260,6 +260,14 @@ def _rows(data, stream, dvid_bits, ranks, bits, pairs, out, base):  # pragma: no
 
 
 @numba.njit(nogil=True)
+def _put_index(out, base, voxel, bits, index):  # pragma: no cover - compiled
+    """Voxel `voxel`'s table index into the block's values at out[base] (bits-wide, LSB-first; the
+    words zeroed beforehand)."""
+    bit = voxel * bits
+    out[base + (bit >> 5)] |= np.uint32(index) << np.uint32(bit & 31)
+
+
+@numba.njit(nogil=True)
 def _encode_voxels(data, stream, dvid_bits, ranks, bits, ax, ay, az, out, base):  # pragma: no cover - compiled
     """Any sub-block, voxel by voxel: the voxels inside (ax, ay, az) written, the others left 0."""
     out[base : base + 16 * bits] = 0
@@ -267,8 +275,7 @@ def _encode_voxels(data, stream, dvid_bits, ranks, bits, ax, ay, az, out, base):
         for y in range(ay):
             for x in range(ax):
                 voxel = (z * SUB + y) * SUB + x
-                bit = voxel * bits
-                out[base + (bit >> 5)] |= np.uint32(ranks[_position(data, stream, dvid_bits, voxel)] << (bit & 31))
+                _put_index(out, base, voxel, bits, ranks[_position(data, stream, dvid_bits, voxel)])
 
 
 @numba.njit(nogil=True)
@@ -289,6 +296,89 @@ def _table_and_ranks(labels, used, ns, table, ranks):  # pragma: no cover - comp
     return m
 
 
+@numba.njit(nogil=True)
+def _table_slots(blocks):  # pragma: no cover - compiled
+    """Slots of the hash of written tables: a power of two, at least twice the chunk's blocks."""
+    slots = 1
+    while slots < 2 * blocks:
+        slots *= 2
+    return slots
+
+
+@numba.njit(nogil=True)
+def _tables_size(blocks):  # pragma: no cover - compiled
+    """int64 words `_put_block` keeps its written tables in, for a chunk of `blocks` blocks."""
+    return 3 + _table_slots(blocks) + 2 * blocks
+
+
+@numba.njit(nogil=True)
+def _start_tables(tables, blocks):  # pragma: no cover - compiled
+    """No table written yet: tables = [written, last table's word, its length, hash slots (1 + index of a
+    written table), each written table's word, its length]."""
+    tables[: 3 + _table_slots(blocks)] = 0
+    tables[1] = -1
+
+
+@numba.njit(nogil=True)
+def _block_at(block, bx, by, ex, ey, ez):  # pragma: no cover - compiled
+    """Block `block` (z, y, x order, x fastest) of a chunk of extent (ex, ey, ez) that is bx × by
+    blocks a z slice: its position (x, y, z) in blocks and its voxels inside (ax, ay, az)."""
+    x, y, z = block % bx, block // bx % by, block // (bx * by)
+    return x, y, z, min(SUB, ex - SUB * x), min(SUB, ey - SUB * y), min(SUB, ez - SUB * z)
+
+
+@numba.njit(nogil=True)
+def _new_chunk(room):  # pragma: no cover - compiled
+    """`room` uint32 words for a chunk's bytes, its one channel starting at word 1; the channel's
+    block headers (2 words a block) come first, then each block's values and table (`_put_block`)."""
+    out = np.empty(room, dtype=np.uint32)
+    out[0] = 1
+    return out
+
+
+@numba.njit(nogil=True)
+def _put_block(out, block, values, bits, cseg_table, m, tables, blocks):  # pragma: no cover - compiled
+    """Finish cseg block `block` of a chunk being written into `out` (uint32 words; word 0 is the
+    channel's start, 1, and the channel's block headers follow): its values are already at word
+    `values` (16·bits words), its sorted table is cseg_table[:m]. The table goes right after the
+    values unless an identical table was written earlier in the chunk (then the block points at
+    that one, as every cseg encoder does); the header is written. Returns the words used so far."""
+    slots = _table_slots(blocks)
+    written_at = 3 + slots  # where in `tables` the written tables' words, then lengths, start
+    written_length = written_at + blocks
+    values_at = values - 1
+    value_words = 16 * bits
+    last_at, last_length = tables[1], tables[2]
+    # Most often the previous block's table.
+    if m == last_length and _same_table(out, last_at, cseg_table, m):
+        table_at = last_at
+    else:
+        h = _table_hash(cseg_table, m)
+        slot = np.int64(h >> np.uint64(40)) & (slots - 1)
+        table_at = -1
+        while tables[3 + slot]:
+            k = tables[3 + slot] - 1
+            if tables[written_length + k] == m and _same_table(out, tables[written_at + k], cseg_table, m):
+                table_at = tables[written_at + k]
+                break
+            slot = (slot + 1) & (slots - 1)
+        if table_at < 0:
+            table_at = values_at + value_words
+            written = tables[0]
+            tables[written_at + written] = table_at
+            tables[written_length + written] = m
+            tables[0] = written + 1
+            tables[3 + slot] = written + 1
+            for i in range(m):
+                out[1 + table_at + 2 * i] = np.uint32(cseg_table[i] & _LOW_WORD)
+                out[2 + table_at + 2 * i] = np.uint32(cseg_table[i] >> np.uint64(32))
+        tables[1] = table_at
+        tables[2] = m
+    out[1 + 2 * block] = np.uint32(table_at | (bits << 24))
+    out[2 + 2 * block] = np.uint32(values_at)
+    return max(values + value_words, 1 + table_at + 2 * m)
+
+
 @numba.njit(cache=True, nogil=True)
 def _transcode(data, n, gx, gy, gz, table, mapped, solid_label, ex, ey, ez):  # pragma: no cover - compiled
     """The cseg chunk of extent (ex, ey, ez) as uint32 words. Returns (code, sub-block, detail,
@@ -298,19 +388,14 @@ def _transcode(data, n, gx, gy, gz, table, mapped, solid_label, ex, ey, ez):  # 
     counts_at = HEADER_BYTES + 8 * n
     bx, by, bz = (ex + SUB - 1) // SUB, (ey + SUB - 1) // SUB, (ez + SUB - 1) // SUB
     blocks = bx * by * bz
-    slots = 1
-    while slots < 2 * blocks:
-        slots *= 2
     # One allocation per type for all the scratch arrays (allocations cost more than the small blocks).
-    ints = np.empty(3 * nsb + SUB_VOXELS + 64 + slots + 2 * blocks, dtype=np.int64)
+    ints = np.empty(3 * nsb + SUB_VOXELS + 64 + _tables_size(blocks), dtype=np.int64)
     palette_at, stream_at, counts = ints[:nsb], ints[nsb : 2 * nsb], ints[2 * nsb : 3 * nsb]
     ranks = ints[3 * nsb : 3 * nsb + SUB_VOXELS]  # palette position -> index in the cseg table
     pairs = ints[3 * nsb + SUB_VOXELS : 3 * nsb + SUB_VOXELS + 64]
-    slot_table = ints[3 * nsb + SUB_VOXELS + 64 : 3 * nsb + SUB_VOXELS + 64 + slots]  # 1 + index of a written table, by hash
-    written_at = ints[3 * nsb + SUB_VOXELS + 64 + slots : 3 * nsb + SUB_VOXELS + 64 + slots + blocks]
-    written_length = ints[3 * nsb + SUB_VOXELS + 64 + slots + blocks :]
+    tables = ints[3 * nsb + SUB_VOXELS + 64 :]  # the tables written so far (_put_block)
     ranks[:] = 0
-    slot_table[:] = 0
+    _start_tables(tables, blocks)
     words = np.empty(2 * SUB_VOXELS, dtype=np.uint64)
     labels, cseg_table = words[:SUB_VOXELS], words[SUB_VOXELS:]  # this sub-block's palette as labels; its cseg table
     flags = np.empty(2 * SUB_VOXELS, dtype=np.uint8)
@@ -331,90 +416,50 @@ def _transcode(data, n, gx, gy, gz, table, mapped, solid_label, ex, ey, ez):  # 
             for x in range(bx):
                 ns = max(counts[(z * gy + y) * gx + x], 1)
                 room += 16 * _cseg_bits(ns) + 2 * ns
-    out = np.empty(room, dtype=np.uint32)
-    out[0] = 1
+    out = _new_chunk(room)
     size = 1 + 2 * blocks  # words written (absolute; the channel starts at word 1)
-
-    written = 0
-    last_at = -1  # the previous block's table
-    last_length = 0
     nonzero = False
 
-    for z in range(bz):
-        az = min(SUB, ez - SUB * z)
-        for y in range(by):
-            ay = min(SUB, ey - SUB * y)
-            for x in range(bx):
-                ax = min(SUB, ex - SUB * x)
-                block = (z * by + y) * bx + x
-                sb = (z * gy + y) * gx + x
-                ns = counts[sb]
-                if n <= 1:
-                    labels[0] = solid_label
+    for block in range(blocks):
+        x, y, z, ax, ay, az = _block_at(block, bx, by, ex, ey, ez)
+        sb = (z * gy + y) * gx + x
+        ns = counts[sb]
+        if n <= 1:
+            labels[0] = solid_label
+        else:
+            _palette_labels(data, palette_at[sb], ns, table, mapped, labels)
+        values = size  # where this block's values go (absolute)
+        if ns <= 1:  # no stream: one label (0 for an uninitialised sub-block)
+            cseg_table[0] = labels[0] if ns == 1 else np.uint64(0)
+            m = 1
+            bits = 0
+        else:
+            dvid_bits = _dvid_bits(ns)
+            stream = stream_at[sb]
+            voxel_by_voxel = True
+            if dvid_bits <= 6 and ax == SUB and ay == SUB and az == SUB:
+                # Every palette entry is normally used: encode with the table of all of
+                # them, and redo voxel by voxel only if some entry turns out unused.
+                m = _table_and_ranks(labels, every, ns, cseg_table, ranks)
+                bits = _cseg_bits(m)
+                if dvid_bits == 1 and m == 2:
+                    seen = _one_bit(data, stream, np.uint64(0xFFFFFFFFFFFFFFFF) if ranks[0] else np.uint64(0), out, values)
+                elif dvid_bits == 2 and m >= 3:
+                    seen = _two_bits(data, stream, ranks, out, values)
                 else:
-                    _palette_labels(data, palette_at[sb], ns, table, mapped, labels)
-                values = size  # where this block's values go (absolute)
-                if ns <= 1:  # no stream: one label (0 for an uninitialised sub-block)
-                    cseg_table[0] = labels[0] if ns == 1 else np.uint64(0)
-                    m = 1
-                    bits = 0
-                else:
-                    dvid_bits = _dvid_bits(ns)
-                    stream = stream_at[sb]
-                    voxel_by_voxel = True
-                    if dvid_bits <= 6 and ax == SUB and ay == SUB and az == SUB:
-                        # Every palette entry is normally used: encode with the table of all of
-                        # them, and redo voxel by voxel only if some entry turns out unused.
-                        m = _table_and_ranks(labels, every, ns, cseg_table, ranks)
-                        bits = _cseg_bits(m)
-                        if dvid_bits == 1 and m == 2:
-                            seen = _one_bit(data, stream, np.uint64(0xFFFFFFFFFFFFFFFF) if ranks[0] else np.uint64(0), out, values)
-                        elif dvid_bits == 2 and m >= 3:
-                            seen = _two_bits(data, stream, ranks, out, values)
-                        else:
-                            seen = _rows(data, stream, dvid_bits, ranks, bits, pairs, out, values)
-                        if ns < 64 and seen >> ns:
-                            return _VALUE_PAST_PALETTE, sb, stream, _NO_WORDS, False
-                        voxel_by_voxel = seen != (-1 if ns == 64 else (1 << ns) - 1)
-                    if voxel_by_voxel:
-                        used[: 1 << dvid_bits] = 0
-                        if _scan(data, stream, dvid_bits, ax, ay, az, used) >= ns:
-                            return _VALUE_PAST_PALETTE, sb, stream, _NO_WORDS, False
-                        m = _table_and_ranks(labels, used, ns, cseg_table, ranks)
-                        bits = _cseg_bits(m)
-                        _encode_voxels(data, stream, dvid_bits, ranks, bits, ax, ay, az, out, values)
-                if cseg_table[m - 1] != 0:
-                    nonzero = True
-                values_at = values - 1
-                value_words = 16 * bits
-                # An identical table written earlier in the chunk is pointed at, not written again
-                # (most often the previous block's).
-                if m == last_length and _same_table(out, last_at, cseg_table, m):
-                    table_at = last_at
-                else:
-                    h = _table_hash(cseg_table, m)
-                    slot = np.int64(h >> np.uint64(40)) & (slots - 1)
-                    table_at = -1
-                    while slot_table[slot]:
-                        k = slot_table[slot] - 1
-                        if written_length[k] == m and _same_table(out, written_at[k], cseg_table, m):
-                            table_at = written_at[k]
-                            break
-                        slot = (slot + 1) & (slots - 1)
-                    if table_at < 0:
-                        table_at = values_at + value_words
-                        written_at[written] = table_at
-                        written_length[written] = m
-                        written += 1
-                        slot_table[slot] = written
-                        for i in range(m):
-                            out[1 + table_at + 2 * i] = np.uint32(cseg_table[i] & _LOW_WORD)
-                            out[2 + table_at + 2 * i] = np.uint32(cseg_table[i] >> np.uint64(32))
-                    last_at = table_at
-                    last_length = m
-                size = max(values + value_words, 1 + table_at + 2 * m)
-                out[1 + 2 * block] = np.uint32(table_at | (bits << 24))
-                out[2 + 2 * block] = np.uint32(values_at)
+                    seen = _rows(data, stream, dvid_bits, ranks, bits, pairs, out, values)
+                if ns < 64 and seen >> ns:
+                    return _VALUE_PAST_PALETTE, sb, stream, _NO_WORDS, False
+                voxel_by_voxel = seen != (-1 if ns == 64 else (1 << ns) - 1)
+            if voxel_by_voxel:
+                used[: 1 << dvid_bits] = 0
+                if _scan(data, stream, dvid_bits, ax, ay, az, used) >= ns:
+                    return _VALUE_PAST_PALETTE, sb, stream, _NO_WORDS, False
+                m = _table_and_ranks(labels, used, ns, cseg_table, ranks)
+                bits = _cseg_bits(m)
+                _encode_voxels(data, stream, dvid_bits, ranks, bits, ax, ay, az, out, values)
+        nonzero |= cseg_table[m - 1] != 0
+        size = _put_block(out, block, values, bits, cseg_table, m, tables, blocks)
     # Sub-blocks beyond the volume's edge are not stored, but their values are checked all the same.
     for sb in range(nsb):
         ns = counts[sb]
@@ -423,6 +468,184 @@ def _transcode(data, n, gx, gy, gz, table, mapped, solid_label, ex, ey, ez):  # 
         if _scan(data, stream_at[sb], _dvid_bits(ns), 0, 0, 0, used) >= ns:
             return _VALUE_PAST_PALETTE, sb, stream_at[sb], _NO_WORDS, False
     return _OK, -1, 0, out[:size], nonzero
+
+
+
+# ---------------------------------------------------------------------------------------------
+# From uint64 voxels (the downres scales, which have voxels, not DVID blocks)
+
+# A block with up to this many distinct labels is tabled and indexed by comparing each voxel with
+# every label of its table (branch-free, cheap for the few labels of most blocks); beyond, by
+# sorting its voxels and a binary search per voxel.
+_FEW_LABELS = 8
+
+
+@numba.njit(nogil=True)
+def _uniform_in(a, i0, j0, k0, ni, nj, nk):  # pragma: no cover - compiled
+    """Whether a[i0:i0+ni, j0:j0+nj, k0:k0+nk] is all one label, the first index innermost."""
+    first = a[i0, j0, k0]
+    for k in range(nk):
+        for j in range(nj):
+            same = True
+            for i in range(ni):
+                same &= a[i0 + i, j0 + j, k0 + k] == first
+            if not same:
+                return False
+    return True
+
+
+@numba.njit(nogil=True)
+def _uniform(voxels, x0, y0, z0, ax, ay, az):  # pragma: no cover - compiled
+    """Whether the voxels of the block at (x0, y0, z0) inside (ax, ay, az) are all one label (most
+    blocks of a segmentation are; they need nothing but their label), looping along the array's
+    shortest stride."""
+    if abs(voxels.strides[0]) <= abs(voxels.strides[2]):
+        return _uniform_in(voxels, x0, y0, z0, ax, ay, az)
+    return _uniform_in(voxels.T, z0, y0, x0, az, ay, ax)
+
+
+@numba.njit(nogil=True)
+def _gather_in(a, i0, j0, k0, ni, nj, nk, block_values, si, sj, sk):  # pragma: no cover - compiled
+    """a[i0 + i, j0 + j, k0 + k] into block_values[i·si + j·sj + k·sk], the first index innermost."""
+    for k in range(nk):
+        for j in range(nj):
+            for i in range(ni):
+                block_values[i * si + j * sj + k * sk] = a[i0 + i, j0 + j, k0 + k]
+
+
+@numba.njit(nogil=True)
+def _gather(voxels, x0, y0, z0, ax, ay, az, block_values):  # pragma: no cover - compiled
+    """The voxels of the block at (x0, y0, z0) inside (ax, ay, az) into block_values, x fastest as cseg
+    orders them (looping along the array's shortest stride)."""
+    if abs(voxels.strides[0]) <= abs(voxels.strides[2]):
+        _gather_in(voxels, x0, y0, z0, ax, ay, az, block_values, 1, SUB, SUB * SUB)
+    else:
+        _gather_in(voxels.T, z0, y0, x0, az, ay, ax, block_values, SUB * SUB, SUB, 1)
+
+
+@numba.njit(nogil=True)
+def _table_of_voxels(block_values, ax, ay, az, cseg_table):  # pragma: no cover - compiled
+    """The sorted distinct labels of the voxels inside (ax, ay, az) into cseg_table; returns how many.
+    Each voxel is compared with all _FEW_LABELS slots at once (the unfilled ones hold a label already
+    seen), so the common case has a fixed, vectorised loop and one well-predicted branch."""
+    cseg_table[:_FEW_LABELS] = block_values[0]
+    m = 1
+    for z in range(az):
+        for y in range(ay):
+            for x in range(ax):
+                value = block_values[(z * SUB + y) * SUB + x]
+                known = False
+                for k in range(_FEW_LABELS):
+                    known |= cseg_table[k] == value
+                if not known:
+                    if m == _FEW_LABELS:
+                        return _table_by_sorting(block_values, ax, ay, az, cseg_table)
+                    cseg_table[m] = value
+                    m += 1
+    cseg_table[:m].sort()
+    cseg_table[m:_FEW_LABELS] = cseg_table[m - 1]  # for _index's fixed loop: never below a label
+    return m
+
+
+@numba.njit(nogil=True)
+def _table_by_sorting(block_values, ax, ay, az, cseg_table):  # pragma: no cover - compiled
+    """`_table_of_voxels` for many labels: sort the voxels inside and keep each label once."""
+    inside = np.empty(ax * ay * az, dtype=np.uint64)
+    n = 0
+    for z in range(az):
+        for y in range(ay):
+            for x in range(ax):
+                inside[n] = block_values[(z * SUB + y) * SUB + x]
+                n += 1
+    inside.sort()
+    m = 0
+    for i in range(n):
+        if m == 0 or inside[i] != cseg_table[m - 1]:
+            cseg_table[m] = inside[i]
+            m += 1
+    return m
+
+
+@numba.njit(nogil=True)
+def _index(value, cseg_table, m):  # pragma: no cover - compiled
+    """A label's index in the sorted table: the count of smaller labels, or a binary search when many."""
+    if m > _FEW_LABELS:
+        return _rank(value, cseg_table, m)
+    index = 0
+    for k in range(_FEW_LABELS):  # past m the table repeats its largest label (_table_of_voxels)
+        index += cseg_table[k] < value
+    return index
+
+
+@numba.njit(nogil=True)
+def _pack(block_values, cseg_table, m, bits, whole, ax, ay, az, out, values):  # pragma: no cover - compiled
+    """The block's values at `bits` bits each (each voxel's index in the table), LSB-first into
+    16·bits uint32 words at out[values]; in a clipped block the voxels outside stay 0."""
+    if whole:
+        per_word = 32 // bits
+        for w in range(16 * bits):
+            word = np.uint32(0)
+            for j in range(per_word):
+                word |= np.uint32(_index(block_values[w * per_word + j], cseg_table, m)) << np.uint32(j * bits)
+            out[values + w] = word
+        return
+    out[values : values + 16 * bits] = 0
+    for z in range(az):
+        for y in range(ay):
+            for x in range(ax):
+                p = (z * SUB + y) * SUB + x
+                _put_index(out, values, p, bits, _index(block_values[p], cseg_table, m))
+
+
+@numba.njit(cache=True, nogil=True)
+def _encode(voxels):  # pragma: no cover - compiled
+    """The cseg chunk of an (x, y, z) uint64 array as uint32 words, and whether any label is non-zero."""
+    ex, ey, ez = voxels.shape
+    bx, by, bz = (ex + SUB - 1) // SUB, (ey + SUB - 1) // SUB, (ez + SUB - 1) // SUB
+    blocks = bx * by * bz
+    tables = np.empty(_tables_size(blocks), dtype=np.int64)
+    _start_tables(tables, blocks)
+    words = np.empty(2 * SUB_VOXELS, dtype=np.uint64)
+    block_values, cseg_table = words[:SUB_VOXELS], words[SUB_VOXELS:]
+    out = _new_chunk(1 + 2 * blocks + 34 * blocks)  # room for 1-2 bit blocks; grown when more is needed
+    size = 1 + 2 * blocks
+    nonzero = False
+    for block in range(blocks):
+        x, y, z, ax, ay, az = _block_at(block, bx, by, ex, ey, ez)
+        whole = ax == SUB and ay == SUB and az == SUB
+        # Whole blocks with constant loop bounds: the compiler unrolls and vectorises them.
+        if _uniform(voxels, SUB * x, SUB * y, SUB * z, SUB, SUB, SUB) if whole else _uniform(voxels, SUB * x, SUB * y, SUB * z, ax, ay, az):
+            cseg_table[0] = voxels[SUB * x, SUB * y, SUB * z]
+            m = 1
+        else:
+            if whole:
+                _gather(voxels, SUB * x, SUB * y, SUB * z, SUB, SUB, SUB, block_values)
+            else:
+                _gather(voxels, SUB * x, SUB * y, SUB * z, ax, ay, az, block_values)
+            m = _table_of_voxels(block_values, ax, ay, az, cseg_table)
+        bits = _cseg_bits(m)
+        if size + 16 * bits + 2 * m > out.size:
+            grown = np.empty(2 * (size + 16 * bits + 2 * m), dtype=np.uint32)
+            grown[:size] = out[:size]
+            out = grown
+        if bits:
+            _pack(block_values, cseg_table, m, bits, whole, ax, ay, az, out, size)
+        nonzero |= cseg_table[m - 1] != 0
+        size = _put_block(out, block, size, bits, cseg_table, m, tables, blocks)
+    return out[:size], nonzero
+
+
+def encode_chunk(voxels: np.ndarray) -> bytes | None:
+    """The neuroglancer compressed_segmentation bytes (block size 8³, one channel) of a uint64 chunk
+    indexed (x, y, z), in any memory layout, of any shape up to 64³ (a chunk clipped at the volume's
+    edge is passed clipped): exactly what tensorstore's neuroglancer_precomputed driver stores for
+    it (the layout, table reuse and clipped blocks of the module docstring). None when every voxel
+    is 0 (tensorstore stores nothing then)."""
+    voxels = np.asarray(voxels)
+    if voxels.dtype != np.uint64 or voxels.ndim != 3 or not all(0 < n <= CHUNK_EXTENT[0] for n in voxels.shape):
+        raise ValueError(f"a compressed_segmentation chunk is a 3-D uint64 array of at most 64 voxels a side, not {voxels.dtype} of shape {voxels.shape}")
+    words, nonzero = _encode(voxels)
+    return words.tobytes() if nonzero else None
 
 
 def _extent(extent: tuple[int, int, int], header: tuple[int, int, int, int]) -> tuple[int, int, int]:

@@ -11,9 +11,9 @@ Memory of one output shard:
 where the encoded shard is chunks × the mean compressed_segmentation bytes per chunk of the scale
 (the exporter's measured BYTES_PER_CHUNK for the male CNS), and the source bytes are the Arrow
 file (s0) or the parent chunks a downres reads at a time (8 × 2 MiB). The bracketed term is for
-writers that hold every chunk of the shard as uint64 in their transaction until the single commit,
-where tensorstore encodes them (the array writer, downres); the transcode writer holds only the
-encoded chunks.
+the writer that holds every chunk of the shard as uint64 in its transaction until the single commit,
+where tensorstore encodes them (the array writer); the transcode writer and downres (which encodes
+each chunk itself, `cseg_transcode.encode_chunk`) hold only the encoded chunks.
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ def plan_downres_scale(dest_url: str, scale: int, *, rule: str = "tensorstore", 
         if name in existing:
             continue
         count = len(children[shard])
-        jobs.append(ShardJob(name, shard, count, shard_memory(count, 8 * CHUNK_ARRAY_BYTES, scale), parent_shards=sorted(sources[shard])))
+        jobs.append(ShardJob(name, shard, count, shard_memory(count, 8 * CHUNK_ARRAY_BYTES, scale, holds_voxels=False), parent_shards=sorted(sources[shard])))
     return Manifest("downres", dest_url, scale, target.key, group_into_tasks(jobs, shards_per_task), rule=rule)
 
 

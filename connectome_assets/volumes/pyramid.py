@@ -2,8 +2,11 @@
 
 Reads only what it needs: the parent shard files the plan names give, from their indices, the
 parent chunks below this output shard; for each output chunk that has data below it, the parent
-region of 128³ voxels (clipped to the parent's size) is read, downsampled and written. All writes
-of the shard go into ONE tensorstore transaction, committed once.
+region of 128³ voxels (clipped to the parent's size) is read through tensorstore, downsampled,
+encoded to compressed_segmentation by our compiled encoder (`cseg_transcode.encode_chunk`: the
+bytes tensorstore would store, ~3-4x faster than its encode at commit; benchmarks/transcode.py) and
+put into the shard through the `neuroglancer_uint64_sharded` kvstore (`shard_writer.ShardWriter`):
+ONE transaction per output shard, committed once.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import tensorstore as ts
 
+from connectome_assets.volumes.cseg_transcode import encode_chunk
 from connectome_assets.volumes.downres import Box, downsample_region
 from connectome_assets.volumes.plan import ShardJob, child_shards, shard_chunks
 from connectome_assets.volumes.precomputed import Scale, chunk_box, open_scale
+from connectome_assets.volumes.s0 import chunk_id
+from connectome_assets.volumes.shard_writer import ShardWriter
 
 
 @dataclass
@@ -39,12 +44,10 @@ def child_chunks_of(dest_url: str, parent: Scale, target: Scale, job: ShardJob) 
 
 
 def write_downres_shard(dest_url: str, parent: Scale, target: Scale, job: ShardJob, rule: str = "tensorstore") -> DownresResult:
+    """Write `job`'s output shard of scale `target` from scale `parent` (2×2×2 mode, `rule`)."""
     started = time.perf_counter()
     result = DownresResult(job.output_file)
     source = open_scale(dest_url, parent.index)
-    store = open_scale(dest_url, target.index)
-    txn = ts.Transaction()
-    out = store.with_transaction(txn)
     # Absolute coordinates: the parent's extent is bounded by its offset + size.
     parent_extent = np.array(parent.voxel_offset) + parent.size
 
@@ -54,18 +57,18 @@ def write_downres_shard(dest_url: str, parent: Scale, target: Scale, job: ShardJ
         result.input_voxels += int(below.size)
         return below
 
-    for chunk in child_chunks_of(dest_url, parent, target, job).tolist():
-        result.chunks += 1
-        start, end = chunk_box(chunk, target)
-        if (end <= start).any():
-            continue
-        voxels = downsample_region(read, tuple(zip(start.tolist(), end.tolist())), parent_extent.tolist(), rule)
-        if not voxels.any():
-            result.all_zero += 1
-            continue
-        out[start[0] : end[0], start[1] : end[1], start[2] : end[2], 0].write(voxels).result()
-        result.written += 1
-    if result.written:
-        txn.commit_async().result()
+    with ShardWriter(dest_url, target) as shard:
+        for chunk in child_chunks_of(dest_url, parent, target, job).tolist():
+            result.chunks += 1
+            start, end = chunk_box(chunk, target)
+            if (end <= start).any():
+                continue
+            encoded = encode_chunk(downsample_region(read, tuple(zip(start.tolist(), end.tolist())), parent_extent.tolist(), rule))
+            if encoded is None:  # all 0: nothing to store
+                result.all_zero += 1
+                continue
+            shard.write(chunk_id(tuple(chunk), target), encoded)
+            result.written += 1
+        shard.commit()
     result.seconds = time.perf_counter() - started
     return result

@@ -30,7 +30,7 @@ import tensorstore as ts
 from connectome_assets.volumes import WRITERS
 from connectome_assets.volumes.block_codec import BlockFormatError, decode_block
 from connectome_assets.volumes.cseg_transcode import transcode_chunk
-from connectome_assets.volumes.precomputed import CHUNK, Scale, VolumeSpecError, chunk_box, open_scale
+from connectome_assets.volumes.precomputed import CHUNK, Scale, chunk_box, open_scale
 from connectome_assets.volumes.shard_reader import DvidShardReader, ShardFormatError
 from connectome_assets.volumes.shard_writer import ShardWriter
 from connectome_assets.volumes.sharding import compressed_morton_code, compressed_morton_codes, grid_bits, shard_and_minishard, shard_file_name, shards_of_codes
@@ -149,9 +149,6 @@ def _blocks_inside(reader: DvidShardReader, scale: Scale, expected: int, depth: 
 
 def _write_transcoded(reader: DvidShardReader, dest_url: str, scale: Scale, expected: int, supervoxels: bool, result: ShardWriteResult) -> None:
     """Blocks -> compressed_segmentation chunk bytes -> the sharded kvstore, one transaction."""
-    if any(scale.voxel_offset):
-        # Chunk ids count from the voxel offset; DVID's block grid counts from voxel 0.
-        raise VolumeSpecError(f"{dest_url}{scale.key}: the transcode writer needs voxel_offset 0, the scale has {list(scale.voxel_offset)}; use the array writer")
     with ShardWriter(dest_url, scale) as shard:
         for chunk, chunk_id_, start, end, block, table in _blocks_inside(reader, scale, expected, CHUNK, supervoxels, result):
             extent = tuple((end - start).tolist())

@@ -19,7 +19,7 @@ from typing import Any
 
 import tensorstore as ts
 
-from connectome_assets.volumes.precomputed import Scale, kvstore_spec
+from connectome_assets.volumes.precomputed import Scale, VolumeSpecError, kvstore_spec
 
 
 def sharded_kvstore_spec(dest_url: str, scale: Scale) -> dict[str, Any]:
@@ -35,9 +35,15 @@ def chunk_key(chunk_id: int) -> bytes:
 
 class ShardWriter:
     """One transaction of encoded chunks, committed once by `commit`; leaving the `with` block
-    without a commit (an error) aborts it and writes nothing."""
+    without a commit (an error) aborts it and writes nothing.
+
+    Its callers name chunks by their grid position from voxel 0 (DVID's block grid, the parent
+    scale's chunks), and the chunk ids the driver reads count from the scale's voxel offset, so a
+    scale with another offset is refused."""
 
     def __init__(self, dest_url: str, scale: Scale) -> None:
+        if any(scale.voxel_offset):
+            raise VolumeSpecError(f"{dest_url}{scale.key}: chunks are written by id from voxel 0, so the scale needs voxel_offset 0, not {list(scale.voxel_offset)}")
         self._store = ts.KvStore.open(sharded_kvstore_spec(dest_url, scale)).result()
         self._transaction = ts.Transaction()
         self._target = self._store.with_transaction(self._transaction)

@@ -17,11 +17,6 @@ def raw_volume(dvid: Path, name: str) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def dvid(shared_data: Path) -> Path:
-    return shared_data / "dvid"
-
-
-@pytest.fixture(scope="module")
 def fib19_block(dvid: Path) -> bytes:
     return gzip.open(dvid / "fib19-64x64x64-sample1-block.dat.gz").read()
 

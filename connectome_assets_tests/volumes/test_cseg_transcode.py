@@ -11,17 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorstore as ts
-import zstandard
 
 from connectome_assets.volumes.block_codec import BlockFormatError, block_table, decode_block, encode_block
 from connectome_assets.volumes.cseg_transcode import reference_transcode_chunk, transcode_chunk
 from connectome_assets.volumes.precomputed import destination_url, info_from_spec, kvstore_spec, open_scale, scales_of, write_info
-from connectome_assets.volumes.shard_reader import DvidShardReader
 from connectome_assets.volumes.sharding import compressed_morton_code, grid_bits
 from connectome_assets.volumes.synthetic import multiscale_spec, neurite_volume
 from connectome_assets_tests.volumes.test_block_codec import raw_volume, set_value, volume_with_palettes
 
-STEM = "30720_24576_28672"
 EDGE_EXTENTS = [(64, 64, 64), (8, 8, 8), (1, 1, 1), (36, 6, 61), (63, 64, 17), (64, 9, 64), (3, 64, 40)]
 
 
@@ -35,20 +32,6 @@ def assert_same(block: bytes, mapped: np.ndarray | None, extent: tuple[int, int,
 def many_to_one(table: np.ndarray, bodies: int) -> np.ndarray:
     """Supervoxels merged into a few bodies (0 stays 0), as the `labels` column does."""
     return np.where(table == 0, np.uint64(0), table % np.uint64(bodies) + np.uint64(1))
-
-
-@pytest.fixture(scope="module")
-def dvid(shared_data: Path) -> Path:
-    return shared_data / "dvid"
-
-
-@pytest.fixture(scope="module")
-def real_blocks(dvid: Path) -> list[tuple[tuple[int, int, int], bytes, np.ndarray]]:
-    """The real shard's 258 blocks after zstd, with their agglomerated labels."""
-    reader = DvidShardReader(dvid / f"{STEM}.arrow", dvid / f"{STEM}-newformat.csv")
-    unzstd = zstandard.ZstdDecompressor()
-    records = [reader.read(chunk) for chunk in reader.chunks]
-    return [(record.coordinate, unzstd.decompress(record.compressed_block), record.labels) for record in records]
 
 
 @pytest.mark.parametrize("mapping", ["supervoxels", "labels", "many to one", "mostly zero"])

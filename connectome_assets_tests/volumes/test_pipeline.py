@@ -6,9 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorstore as ts
 
-from connectome_assets.volumes.plan import Manifest, PlanError, plan_downres_scale, plan_dvid_scale, tier_table
+from connectome_assets.volumes.plan import CHUNK_ARRAY_BYTES, Manifest, PlanError, plan_downres_scale, plan_dvid_scale, shard_memory, tier_table
 from connectome_assets.volumes.precomputed import destination_url, info_from_spec, open_scale, scales_of, shard_files, write_info
+from connectome_assets.volumes.sharding import shard_chunk_data
 from connectome_assets.volumes.verify import reference_mode, validate_dvid, verify_scale
 from connectome_assets.volumes.worker import main as worker_main
 from connectome_assets.volumes.worker import TasksFailed, run_manifest, run_task
@@ -47,6 +49,49 @@ def test_s0_then_three_downres_scales_verify(built) -> None:
         assert check.ok and check.chunks_checked > 0, check.problems
         expected = reference_mode(expected, "tensorstore")
         assert np.array_equal(open_scale(dest, scale)[:, :, :, 0].read().result(), expected)
+
+
+def scale_chunks(dest: str, scale) -> dict[str, dict[int, bytes]]:
+    """Every shard file of a scale: chunk id -> its stored bytes."""
+    folder = Path(dest[len("file://") :], scale.key)
+    return {name: shard_chunk_data((folder / name).read_bytes(), scale.sharding) for name in sorted(shard_files(dest, scale.key))}
+
+
+def test_downres_shards_equal_tensorstores_chunk_for_chunk(tmp_path: Path) -> None:
+    """Downres scales encoded by encode_chunk and put through ShardWriter hold exactly the chunks (ids and
+    bytes) that writing the same voxels through tensorstore's neuroglancer_precomputed driver stores,
+    clipped edge chunks and chunks that downsample to all 0 included; the counts say so too."""
+    info = info_from_spec(small_spec(size=(300, 260, 200), scales=3), "pyramid.json")
+    volume = labelled_volume((200, 260, 300), seed=6)
+    volume[:, :, 128:256] = np.where(volume[:, :, 128:256] == 7, np.uint64(7), np.uint64(0))  # sparse voxels: scale 1 there is all 0
+    export = tmp_path / "export"
+    write_export_scale(export, info, 0, volume)
+    ours, theirs = destination_url(str(tmp_path / "ours")), destination_url(str(tmp_path / "tensorstore"))
+    for dest in (ours, theirs):
+        write_info(dest, info)
+    manifest = plan_dvid_scale(export, ours, 0)
+    for index in range(len(manifest.tasks)):
+        run_task(manifest, index, report=lambda line: None)
+    scales = scales_of(info)
+    expected = volume.transpose(2, 1, 0)
+    for scale in (1, 2):
+        lines: list[dict] = []
+        manifest = plan_downres_scale(ours, scale)
+        for job in manifest.shards:  # encoded chunks only: no uint64 chunk is held until the commit
+            assert job.memory_bytes == shard_memory(job.chunks, 8 * CHUNK_ARRAY_BYTES, scale, holds_voxels=False)
+        for index in range(len(manifest.tasks)):
+            run_task(manifest, index, report=lines.append)
+        expected = reference_mode(expected, "tensorstore")
+        txn = ts.Transaction()
+        open_scale(theirs, scale).with_transaction(txn)[:, :, :, 0].write(expected).result()
+        txn.commit_async().result()
+        written = scale_chunks(ours, scales[scale])
+        assert written == scale_chunks(theirs, scales[scale]) and written
+        stored = sum(len(chunks) for chunks in written.values())
+        assert sum(line["written"] for line in lines) == stored
+        assert sum(line["chunks"] for line in lines) == stored + sum(line["all_zero"] for line in lines)
+        if scale == 1:
+            assert sum(line["all_zero"] for line in lines) > 0
 
 
 def test_only_missing_replans_what_is_absent_and_verify_names_it(built, capsys) -> None:

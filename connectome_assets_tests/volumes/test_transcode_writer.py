@@ -204,5 +204,5 @@ def test_the_transcode_writer_refuses_a_voxel_offset(tmp_path: Path) -> None:
     write_export_scale(export, info, 0, labelled_volume((160, 130, 200), seed=9))
     scale = dataclasses.replace(scales_of(info)[0], voxel_offset=(64, 0, 0))  # chunk ids would count from voxel 64
     dest = destination_url(str(tmp_path / "out"))
-    with pytest.raises(VolumeSpecError, match=r"8nm: the transcode writer needs voxel_offset 0, the scale has \[64, 0, 0\]; use the array writer"):
+    with pytest.raises(VolumeSpecError, match=r"8nm: chunks are written by id from voxel 0, so the scale needs voxel_offset 0, not \[64, 0, 0\]$"):
         write_dvid_shard(DvidShardReader(sorted((export / "s0").glob("*.arrow"))[0]), dest, scale)
