@@ -281,7 +281,7 @@ def dataset_status(settings: Settings, name: str) -> None:
     Reading the state settles an upload whose process is gone or whose lease expired as
     interrupted, so this never shows a dead upload as running.
     """
-    from connectome_assets.connectome.filtering import dropped_by_reason
+    from connectome_assets.connectome.drop_reasons import dropped_by_reason
     from connectome_assets.metadata.store import MetadataStore
 
     store = MetadataStore(settings.metadata_url)

@@ -15,7 +15,7 @@ handful of batches in flight, so memory is bounded whatever the number of rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,15 +186,6 @@ class EndpointFilterStats:
             if value not in seen and len(self.sample_unannotated_ids) < _SAMPLE_IDS:
                 self.sample_unannotated_ids.append(int(value))
                 seen.add(value)
-
-
-DROP_REASONS = ("dropped_pre_missing", "dropped_post_missing", "dropped_both_missing")
-
-
-def dropped_by_reason(summary: Mapping[str, Any]) -> str:
-    """'1,204 pre missing, 3 post missing, 0 both missing' from the filter's counts (`summary()` or a
-    Flight server's answer)."""
-    return ", ".join(f"{summary[key]:,} {key.removeprefix('dropped_').replace('_', ' ')}" for key in DROP_REASONS if key in summary)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from connectome_assets.connectome.filtering import dropped_by_reason
+from connectome_assets.connectome.drop_reasons import dropped_by_reason
 from connectome_assets.flight.protocol import FLIGHT_BATCH_ROWS, end_of_table, parse_message
 
 
