@@ -76,16 +76,17 @@ def run_indexed_jobs(
     count = len(manifest.tasks)
     reader = IndexedJobPodLogsMessageReader(count)
     followers: dict[str, threading.Thread] = {}
+    run_id = context.run.run_id
     with dg.open_pipes_session(context=context, context_injector=dg.PipesEnvContextInjector(), message_reader=reader) as session:
         payloads = WorkerPayloads(session, on_shard)
         jobs = indexed_jobs(
             manifest,
             manifest_url,
-            f"{context.partition_key}-s{manifest.scale}-{context.run_id[:8]}",
+            f"{context.partition_key}-s{manifest.scale}-{run_id[:8]}",
             settings,
             namespace=namespace,
             env=session.get_bootstrap_env_vars(),
-            labels={"dagster/run-id": context.run_id, "connectome/scale": str(manifest.scale)},
+            labels={"dagster/run-id": run_id, "connectome/scale": str(manifest.scale)},
             exports_path=exports_path,
         )
         names = [job["metadata"]["name"] for job in jobs]
