@@ -1,5 +1,6 @@
 """Volume benchmarks: 2x2x2 mode downres of the real pinky40 volume beside tinybrain and tensorstore,
-DVID block decode throughput on the real male CNS export shard, and the two s0 writers on it.
+DVID block decode throughput on the real male CNS export shard, the two s0 writers on it, and one
+downres shard built above it, ours beside tensorstore's.
 
 downres
 -------
@@ -63,8 +64,24 @@ median pass, the breakdown (read + zstd, decode, transcode, kvstore write + comm
 seconds and peak RSS. The two writers' last outputs must hold the same chunks with the same bytes
 (`sharding.shard_chunk_data`), else the script exits non-zero.
 
-Usage: python benchmarks/volumes.py [--only downres|decode|writers] [--repeat 5] [--skip-uint32] [--decode-passes 10]
-                                    [--write-passes 5] [--data-encoding raw|gzip]
+downres-shard
+-------------
+One downres output shard end to end, on real data: the real shard written as s1 of the male CNS
+spec (transcode writer, untimed), then the s2 shard above it (258 parent chunks -> 51 chunks):
+
+* ours: `pyramid.write_downres_shard` for the planned job (parent shard index, ranged reads of the
+  parent chunks, `cseg_downsample` straight from their compressed_segmentation bytes,
+  `encode_chunk`, `ShardWriter`: one transaction + commit);
+* tensorstore: `ts.downsample(s1, [2, 2, 2, 1], method="mode")` read and written into s2 through
+  the `neuroglancer_precomputed` driver over the shard's chunks, one transaction + commit (the way
+  tensorstore-export builds a downres scale: it decodes the parent to uint64 and encodes at commit).
+
+Each in a fresh process pinned to one core, one untimed pass, then `--shard-passes` passes into the
+same destination; the median pass gives output chunks/s and parent chunks/s per core. The two
+shard files must hold the same chunks with the same bytes, else the script exits non-zero.
+
+Usage: python benchmarks/volumes.py [--only downres|decode|writers|downres-shard] [--repeat 5] [--skip-uint32] [--decode-passes 10]
+                                    [--write-passes 5] [--data-encoding raw|gzip] [--shard-passes 9]
 """
 
 from __future__ import annotations
@@ -429,22 +446,36 @@ def run_writer(writer: str, core: int, passes: int, root: str, data_encoding: st
     return run
 
 
-def check_writers(transcoded: str, arrays: str, data_encoding: str | None) -> list[str]:
-    """The two writers' shard files: the same chunk ids, each with the same data bytes."""
+def compare_shards(first: str, second: str, scale, names: tuple[str, str]) -> list[str]:
+    """Two local volumes' shard files of `scale`: the same files, each with the same chunk ids and
+    data bytes (`names` say which volume is which); a line per file, FAIL where they differ."""
     from connectome_assets.volumes.precomputed import shard_files
     from connectome_assets.volumes.sharding import shard_chunk_data
 
-    _, scale = writer_scale(data_encoding)
-    names = shard_files(transcoded, scale.key)
-    if names != shard_files(arrays, scale.key) or not names:
-        return [f"shard files differ: transcode {sorted(names)}, array {sorted(shard_files(arrays, scale.key))} FAIL"]
+    files = shard_files(first, scale.key)
+    if files != shard_files(second, scale.key) or not files:
+        return [f"shard files differ: {names[0]} {sorted(files)}, {names[1]} {sorted(shard_files(second, scale.key))} FAIL"]
     lines = []
-    for name in sorted(names):
-        a = shard_chunk_data(Path(transcoded[len("file://") :], scale.key, name).read_bytes(), scale.sharding)
-        b = shard_chunk_data(Path(arrays[len("file://") :], scale.key, name).read_bytes(), scale.sharding)
+    for name in sorted(files):
+        a = shard_chunk_data(Path(first[len("file://") :], scale.key, name).read_bytes(), scale.sharding)
+        b = shard_chunk_data(Path(second[len("file://") :], scale.key, name).read_bytes(), scale.sharding)
         differ = sum(a.get(chunk_id) != b.get(chunk_id) for chunk_id in a.keys() | b.keys())
-        lines.append(f"{name}: {len(a):,} chunks (transcode) vs {len(b):,} (array), {differ:,} differ" + (" FAIL" if differ or not a else " (identical)"))
+        lines.append(f"{name}: {len(a):,} chunks ({names[0]}) vs {len(b):,} ({names[1]}), {differ:,} differ" + (" FAIL" if differ or not a else " (identical)"))
     return lines
+
+
+def report_checks(passes: dict[str, list[float]], checks: list[str], of: str) -> bool:
+    """Print each path's pass times and the chunk-for-chunk checks; True when every check passed."""
+    print("all passes, seconds: " + "; ".join(f"{name} " + ", ".join(f"{s:.3f}" for s in times) for name, times in passes.items()))
+    print(f"\nchecks (the last pass of each {of}, chunk for chunk):")
+    for line in checks:
+        print(f"  {line}")
+    return bool(checks) and not any("FAIL" in line for line in checks)
+
+
+def check_writers(transcoded: str, arrays: str, data_encoding: str | None) -> list[str]:
+    """The two writers' shard files, chunk for chunk."""
+    return compare_shards(transcoded, arrays, writer_scale(data_encoding)[1], ("transcode", "array"))
 
 
 def writers_section(passes: int, data_encoding: str | None) -> bool:
@@ -467,24 +498,128 @@ def writers_section(passes: int, data_encoding: str | None) -> bool:
             f" | {run.measured.cpu_seconds:.2f} | {run.measured.peak_rss_mib:,.0f} |"
         )
     print(f"\ntranscode / array: {runs[0].blocks_per_second / runs[1].blocks_per_second:.2f}x")
-    print("all passes, seconds: " + "; ".join(f"{run.writer} " + ", ".join(f"{s:.3f}" for s in run.passes) for run in runs))
-    print("\nchecks (the last pass of each writer, chunk for chunk):")
-    for line in checks:
-        print(f"  {line}")
-    return bool(checks) and not any("FAIL" in line for line in checks)
+    return report_checks({run.writer: run.passes for run in runs}, checks, "writer")
+
+
+# ---------------------------------------------------------------------------------------------
+# downres-shard
+
+
+@dataclass
+class ShardRun:
+    engine: str
+    core: int
+    chunks: int = 0  # output chunks with parent data
+    parents: int = 0  # parent chunks read
+    passes: list[float] = field(default_factory=list)
+    measured: Measurement = field(default_factory=Measurement)
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(self.passes)
+
+
+def build_parent(root: str) -> str:
+    """The real shard as s1 of the male CNS spec, in a fresh local volume; its destination URL."""
+    from connectome_assets.volumes.precomputed import destination_url, write_info
+    from connectome_assets.volumes.s0 import write_dvid_shard
+    from connectome_assets.volumes.shard_reader import DvidShardReader
+
+    info, scale = writer_scale(None)
+    dest = destination_url(f"{root}/parent")
+    write_info(dest, info)
+    write_dvid_shard(DvidShardReader(SHARD, SHARD_INDEX), dest, scale)
+    return dest
+
+
+def run_downres_shard(engine: str, core: int, passes: int, parent_dest: str, root: str) -> tuple[ShardRun, str]:
+    """`engine` builds the s2 shard(s) above the real shard: one untimed pass, then `passes` passes."""
+    import shutil
+
+    import tensorstore as ts
+
+    from connectome_assets.volumes.plan import plan_downres_scale
+    from connectome_assets.volumes.precomputed import chunk_box, open_scale, read_info, scales_of
+    from connectome_assets.volumes.pyramid import parent_chunks_of, write_downres_shard
+
+    os.sched_setaffinity(0, {core})  # before tensorstore starts its threads: they all share this core
+    dest = f"{parent_dest.rstrip('/')}-{engine}/"
+    shutil.copytree(parent_dest[len("file://") :], dest[len("file://") :])
+    scales = scales_of(read_info(dest))
+    jobs = plan_downres_scale(dest, 2).shards
+    below = {job.output_file: parent_chunks_of(dest, scales[1], scales[2], job) for job in jobs}
+    run = ShardRun(engine, core, sum(len(b) for b in below.values()), sum(len(p) for b in below.values() for p in b.values()))
+
+    if engine == "ours":
+
+        def one_pass() -> None:
+            for job in jobs:
+                write_downres_shard(dest, scales[1], scales[2], job)
+
+    else:
+        boxes = {name: [chunk_box(chunk, scales[2]) for chunk in chunks] for name, chunks in below.items()}
+
+        def one_pass() -> None:
+            source = ts.downsample(open_scale(dest, 1), [2, 2, 2, 1], method="mode")
+            target = open_scale(dest, 2)
+            for name in below:  # one transaction per output shard, as ours
+                txn = ts.Transaction()
+                staged = target.with_transaction(txn)
+                writes = [staged[a[0] : b[0], a[1] : b[1], a[2] : b[2], 0].write(source[a[0] : b[0], a[1] : b[1], a[2] : b[2], 0]) for a, b in boxes[name]]
+                for write in writes:
+                    write.result()
+                txn.commit_async().result()
+
+    one_pass()
+    with Section() as run.measured:
+        for _ in range(passes):
+            started = time.perf_counter()
+            one_pass()
+            run.passes.append(time.perf_counter() - started)
+    return run, dest
+
+
+def check_downres_shards(ours: str, theirs: str) -> list[str]:
+    """The two s2 outputs, chunk for chunk."""
+    from connectome_assets.volumes.precomputed import read_info, scales_of
+
+    return compare_shards(ours, theirs, scales_of(read_info(ours))[2], ("ours", "tensorstore"))
+
+
+def downres_shard_section(passes: int) -> bool:
+    core = max(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory(prefix="downres-shard-") as root:
+        parent = in_fresh_process(build_parent, root)
+        results = [in_fresh_process(run_downres_shard, engine, core, passes, parent, root) for engine in ("ours", "tensorstore")]
+        checks = in_fresh_process(check_downres_shards, results[0][1], results[1][1])
+    runs = [run for run, _ in results]
+    print(
+        f"\ndownres shard: s2 above {SHARD.name} (as s1 of {SPEC.name}): {runs[0].parents} parent chunks -> {runs[0].chunks} chunks;"
+        f" each engine in a fresh process pinned to core {core}; median of {passes} passes, one transaction per output shard\n"
+    )
+    print("| engine | output chunks/s per core | parent chunks/s per core | median s | CPU s (all passes) | peak RSS MiB |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for run in runs:
+        print(
+            f"| {run.engine} | {run.chunks / run.seconds:,.0f} | {run.parents / run.seconds:,.0f} | {run.seconds:.3f}"
+            f" | {run.measured.cpu_seconds:.2f} | {run.measured.peak_rss_mib:,.0f} |"
+        )
+    print(f"\nours / tensorstore: {runs[1].seconds / runs[0].seconds:.2f}x")
+    return report_checks({run.engine: run.passes for run in runs}, checks, "engine")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Mode downres of pinky40 beside tinybrain and tensorstore; DVID block decode throughput; the s0 writers side by side.")
-    parser.add_argument("--only", choices=("downres", "decode", "writers"), help="run one section only")
+    parser.add_argument("--only", choices=("downres", "decode", "writers", "downres-shard"), help="run one section only")
     parser.add_argument("--repeat", type=int, default=5, help="downres runs per engine, interleaved; the median is shown (default 5)")
     parser.add_argument("--skip-uint32", action="store_true", help="downres of the uint64 volume only")
     parser.add_argument("--decode-passes", type=int, default=10, help="passes over the shard's blocks per decode path (default 10)")
     parser.add_argument("--write-passes", type=int, default=5, help="s0 writes of the real shard per writer (default 5)")
     parser.add_argument("--data-encoding", choices=("raw", "gzip"), default=None, help="writers: the shard's chunk data encoding (default: the spec's, raw)")
+    parser.add_argument("--shard-passes", type=int, default=9, help="downres-shard: passes per engine (default 9)")
     args = parser.parse_args(argv)
-    if args.repeat < 1 or args.decode_passes < 1 or args.write_passes < 1:
-        parser.error("--repeat, --decode-passes and --write-passes must be at least 1")
+    if min(args.repeat, args.decode_passes, args.write_passes, args.shard_passes) < 1:
+        parser.error("--repeat, --decode-passes, --write-passes and --shard-passes must be at least 1")
     for path in (PINKY40, SHARD, SHARD_INDEX, SPEC):
         if not path.is_file():
             print(f"reference data not found: {path} (the benchmark needs ../shared/data beside the repository)", file=sys.stderr)
@@ -500,6 +635,8 @@ def main(argv: list[str] | None = None) -> int:
         ok &= decode_section(args.decode_passes)
     if args.only in (None, "writers"):
         ok &= writers_section(args.write_passes, args.data_encoding)
+    if args.only in (None, "downres-shard"):
+        ok &= downres_shard_section(args.shard_passes)
     if not ok:
         print("\nFAIL: engines disagree where they must agree (see the checks above)", file=sys.stderr)
         return 1

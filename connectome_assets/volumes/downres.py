@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -290,24 +290,3 @@ def source_box(out_box: Sequence[Sequence[int]], source_shape: Sequence[int]) ->
         box.append((2 * lo, min(2 * hi, n)))
     return (box[0], box[1], box[2])
 
-
-def downsample_region(
-    read: Callable[[Box], np.ndarray],
-    out_box: Sequence[Sequence[int]],
-    source_shape: Sequence[int],
-    rule: str = "tensorstore",
-    threads: int | None = None,
-) -> np.ndarray:
-    """Scale k voxels of `out_box` ([start, stop) per axis, scale k coordinates), e.g. one output
-    chunk or shard, computed from scale k-1 of shape `source_shape`.
-
-    `read(box)` returns the scale k-1 voxels of `box` (absolute [start, stop) per axis, indexed
-    (x, y, z)); it is called once, for `source_box(out_box, source_shape)` — only what the
-    region needs. Regions that tile the output give exactly `downsample_mode` of the whole volume.
-    """
-    box = source_box(out_box, source_shape)
-    voxels = np.asarray(read(box))
-    expected = tuple(hi - lo for lo, hi in box)
-    if voxels.shape != expected:
-        raise ValueError(f"read({box}) returned shape {voxels.shape}, expected {expected}")
-    return downsample_mode(voxels, rule, threads)

@@ -10,10 +10,11 @@ Memory of one output shard:
     overhead 1 GiB + source bytes + [chunks × 2 MiB (uint64 64³)] + 2 × encoded shard
 where the encoded shard is chunks × the mean compressed_segmentation bytes per chunk of the scale
 (the exporter's measured BYTES_PER_CHUNK for the male CNS), and the source bytes are the Arrow
-file (s0) or the parent chunks a downres reads at a time (8 × 2 MiB). The bracketed term is for
-the writer that holds every chunk of the shard as uint64 in its transaction until the single commit,
-where tensorstore encodes them (the array writer); the transcode writer and downres (which encodes
-each chunk itself, `cseg_transcode.encode_chunk`) hold only the encoded chunks.
+file (s0), or for a downres one batch of compressed parent chunks (PARENT_READ_BYTES) and the output
+chunk it builds (2 MiB). The bracketed term is for the writer that holds every chunk of the shard
+as uint64 in its transaction until the single commit, where tensorstore encodes them (the array
+writer); the transcode writer and downres (which encodes each chunk itself,
+`cseg_transcode.encode_chunk`) hold only the encoded chunks.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import posixpath
+import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +36,7 @@ from connectome_assets.settings import MEMORY_TIERS_GIB
 from connectome_assets.volumes.precomputed import CHUNK, Scale, kvstore_spec, read_info, scales_of, shard_files
 from connectome_assets.volumes.s0 import dvid_writer, expected_output_shard
 from connectome_assets.volumes.sharding import (
+    ShardFileError,
     compressed_morton_codes,
     grid_bits,
     morton_decode,
@@ -46,6 +49,8 @@ GIB = 1 << 30
 TIERS_GIB = MEMORY_TIERS_GIB
 OVERHEAD_BYTES = 1 * GIB
 CHUNK_ARRAY_BYTES = CHUNK**3 * 8
+# A downres reads the parent chunks below its output chunks in batches of about this many bytes.
+PARENT_READ_BYTES = 64 << 20
 # Mean encoded bytes per chunk at s0..s9 (tensorstore-export's figures for the male CNS).
 ENCODED_BYTES_PER_CHUNK = (13_932, 27_919, 44_482, 78_376, 130_244, 199_396, 258_999, 170_713, 159_269, 129_385)
 
@@ -197,21 +202,36 @@ def plan_dvid_scale(
     )
 
 
-def shard_chunks(dest_url: str, scale: Scale, name: str) -> np.ndarray:
-    """The chunks (x, y, z) one shard file of a scale holds, from its indices only (ranged reads)."""
+def shard_index(dest_url: str, scale: Scale, name: str) -> dict[int, tuple[int, int]]:
+    """One shard file of a scale: chunk id -> (byte offset, size) of its stored data, from its
+    indices only (ranged reads)."""
     store = ts.KvStore.open(kvstore_spec(dest_url)).result()
     key = f"{scale.key}/{name}"
 
     def read(start: int, end: int) -> bytes:
         return bytes(store.read(key, byte_range=slice(start, end)).result().value)
 
-    ids = np.fromiter(shard_chunk_ids(read, scale.sharding), dtype=np.uint64)
+    try:
+        return shard_chunk_ids(read, scale.sharding)
+    except (ValueError, OSError, EOFError, zlib.error) as exc:  # cut short, or a minishard index that is not gzip
+        raise ShardFileError(f"{dest_url}{key}: the shard's index cannot be read ({exc})") from None
+
+
+def shard_chunks(dest_url: str, scale: Scale, name: str) -> np.ndarray:
+    """The chunks (x, y, z) one shard file of a scale holds, from its indices only."""
+    ids = np.fromiter(shard_index(dest_url, scale, name), dtype=np.uint64)
     return morton_decode(ids, grid_bits(scale.grid))
 
 
-def child_shards(chunks: np.ndarray, child: Scale) -> np.ndarray:
+def chunks_above(chunks: np.ndarray, parent: Scale, child: Scale) -> np.ndarray:
+    """The chunk of scale k+1 each chunk of scale k downsamples into (chunk sizes may differ: a
+    z-compressed s0 has shallower chunks than s1)."""
+    return np.asarray(chunks) * np.array(parent.chunk_size) // (2 * np.array(child.chunk_size))
+
+
+def child_shards(chunks: np.ndarray, parent: Scale, child: Scale) -> np.ndarray:
     """The output shard of scale k+1 each chunk of scale k downsamples into."""
-    return shards_of_codes(compressed_morton_codes(chunks // 2, grid_bits(child.grid)), child.sharding)
+    return shards_of_codes(compressed_morton_codes(chunks_above(chunks, parent, child), grid_bits(child.grid)), child.sharding)
 
 
 def plan_downres_scale(dest_url: str, scale: int, *, rule: str = "tensorstore", only_missing: bool = False, shards_per_task: int = 4) -> Manifest:
@@ -231,7 +251,7 @@ def plan_downres_scale(dest_url: str, scale: int, *, rule: str = "tensorstore", 
     children: dict[int, set[tuple[int, int, int]]] = {}
     for name in parent_files:
         chunks = shard_chunks(dest_url, parent, name)
-        for shard, child in zip(child_shards(chunks, target).tolist(), (chunks // 2).tolist()):
+        for shard, child in zip(child_shards(chunks, parent, target).tolist(), chunks_above(chunks, parent, target).tolist()):
             sources.setdefault(shard, set()).add(name)
             children.setdefault(shard, set()).add(tuple(child))
     existing = shard_files(dest_url, target.key) if only_missing else set()
@@ -241,7 +261,7 @@ def plan_downres_scale(dest_url: str, scale: int, *, rule: str = "tensorstore", 
         if name in existing:
             continue
         count = len(children[shard])
-        jobs.append(ShardJob(name, shard, count, shard_memory(count, 8 * CHUNK_ARRAY_BYTES, scale, holds_voxels=False), parent_shards=sorted(sources[shard])))
+        jobs.append(ShardJob(name, shard, count, shard_memory(count, PARENT_READ_BYTES + CHUNK_ARRAY_BYTES, scale, holds_voxels=False), parent_shards=sorted(sources[shard])))
     return Manifest("downres", dest_url, scale, target.key, group_into_tasks(jobs, shards_per_task), rule=rule)
 
 

@@ -96,10 +96,15 @@ def info_from_spec(spec: Mapping[str, Any], source: str, z_compress: int = 0) ->
             ShardingSpec.from_info(scale["sharding"])
         except (KeyError, ValueError) as exc:
             raise VolumeSpecError(f"{source}: scale {index} ({scale.get('key')}): {exc}") from None
-        scale.setdefault("compressed_segmentation_block_size", CSEG_BLOCK)
+        # 8³ blocks: a DVID sub-block is one (the transcoder), and every 2×2×2 group of a downres
+        # stays inside one block of one parent chunk (cseg_downsample).
+        if scale.setdefault("compressed_segmentation_block_size", CSEG_BLOCK) != CSEG_BLOCK:
+            raise VolumeSpecError(f"{source}: scale {index} ({scale.get('key')}) has compressed_segmentation blocks of {scale['compressed_segmentation_block_size']}, expected {CSEG_BLOCK}")
         scale.setdefault("voxel_offset", [0, 0, 0])
     if z_compress and 64 % (z_compress + 1):
         raise VolumeSpecError(f"{source}: z_compress {z_compress} must divide 64 slices evenly (N+1 a power of two)")
+    if z_compress >= CHUNK // 2:  # an odd (1-slice) s0 chunk would split scale 1's 2×2×2 groups between chunks
+        raise VolumeSpecError(f"{source}: z_compress {z_compress} leaves s0 chunks 1 slice deep; at most {CHUNK // 2 - 1} (2 slices a chunk)")
     return info
 
 

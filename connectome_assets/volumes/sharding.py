@@ -20,6 +20,10 @@ _MASK32 = 0xFFFFFFFF
 _MASK64 = 0xFFFFFFFFFFFFFFFF
 
 
+class ShardFileError(ValueError):
+    """A `.shard` file that cannot be read as its sharding spec says; the message names the file."""
+
+
 @dataclass(frozen=True)
 class ShardingSpec:
     preshift_bits: int

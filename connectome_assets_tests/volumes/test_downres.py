@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from connectome_assets.volumes.downres import downsample_mode, downsample_region, source_box
+from connectome_assets.volumes.downres import downsample_mode, source_box
 
 BIG = [0, 1, 2, 2**32 + 1, 2**63, 2**63 + 1, 2**64 - 1]  # labels above 2**32 and 2**63, and 0
 
@@ -166,28 +166,12 @@ def test_tensorstore_rule_equals_tensorstore_downsample_mode(dtype: type) -> Non
             np.testing.assert_array_equal(downsample_mode(volume, "tensorstore"), expected, err_msg=str(shape))
 
 
-def test_regions_read_only_their_own_source_box_and_tile_the_whole_result() -> None:
-    rng = np.random.default_rng(17)
-    volume = random_volume(rng, (21, 18, 13), [0, 4, 2**63], np.uint64, fortran=True)
-    whole = downsample_mode(volume, "dvid")
-    boxes_read = []
-
-    def read(box):
-        boxes_read.append(box)
-        return volume[tuple(slice(lo, hi) for lo, hi in box)]
-
-    tiled = np.zeros_like(whole)
-    for x0, y0, z0 in itertools.product(range(0, 11, 4), range(0, 9, 4), range(0, 7, 4)):
-        region = ((x0, min(x0 + 4, 11)), (y0, min(y0 + 4, 9)), (z0, min(z0 + 4, 7)))
-        tiled[tuple(slice(lo, hi) for lo, hi in region)] = downsample_region(read, region, volume.shape, "dvid")
-    np.testing.assert_array_equal(tiled, whole)
-    assert boxes_read[0] == ((0, 8), (0, 8), (0, 8))
-    assert boxes_read[-1] == ((16, 21), (16, 18), (8, 13))  # clipped at the odd edges
+def test_source_box_is_the_parent_region_of_an_output_box_clipped_at_odd_edges() -> None:
+    assert source_box(((0, 4), (0, 4), (0, 4)), (21, 18, 13)) == ((0, 8), (0, 8), (0, 8))
+    assert source_box(((8, 11), (8, 9), (4, 7)), (21, 18, 13)) == ((16, 21), (16, 18), (8, 13))
     assert source_box(((10, 11), (0, 1), (6, 7)), (21, 18, 13)) == ((20, 21), (0, 2), (12, 13))
     with pytest.raises(ValueError, match="outside the downsampled extent"):
         source_box(((10, 12), (0, 1), (0, 1)), (21, 18, 13))
-    with pytest.raises(ValueError, match="returned shape"):
-        downsample_region(lambda box: np.zeros((1, 1, 1), np.uint64), ((0, 2), (0, 2), (0, 2)), (4, 4, 4))
 
 
 def test_empty_and_single_voxel_volumes() -> None:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import copy
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorstore as ts
 
-from connectome_assets.volumes.plan import CHUNK_ARRAY_BYTES, Manifest, PlanError, plan_downres_scale, plan_dvid_scale, shard_memory, tier_table
-from connectome_assets.volumes.precomputed import destination_url, info_from_spec, open_scale, scales_of, shard_files, write_info
-from connectome_assets.volumes.sharding import shard_chunk_data
+from connectome_assets.volumes.cseg_downsample import CsegChunkError
+from connectome_assets.volumes.plan import CHUNK_ARRAY_BYTES, PARENT_READ_BYTES, Manifest, PlanError, plan_downres_scale, plan_dvid_scale, shard_index, shard_memory, tier_table
+from connectome_assets.volumes.precomputed import destination_url, info_from_spec, kvstore_spec, open_scale, read_info, scales_of, shard_files, write_info
+from connectome_assets.volumes.pyramid import parent_chunks_of, read_parent_chunks, write_downres_shard
+from connectome_assets.volumes.sharding import ShardFileError, shard_chunk_data
 from connectome_assets.volumes.verify import reference_mode, validate_dvid, verify_scale
 from connectome_assets.volumes.worker import main as worker_main
 from connectome_assets.volumes.worker import TasksFailed, run_manifest, run_task
@@ -77,8 +81,8 @@ def test_downres_shards_equal_tensorstores_chunk_for_chunk(tmp_path: Path) -> No
     for scale in (1, 2):
         lines: list[dict] = []
         manifest = plan_downres_scale(ours, scale)
-        for job in manifest.shards:  # encoded chunks only: no uint64 chunk is held until the commit
-            assert job.memory_bytes == shard_memory(job.chunks, 8 * CHUNK_ARRAY_BYTES, scale, holds_voxels=False)
+        for job in manifest.shards:  # encoded chunks only: one batch of parent chunks read, one output chunk built
+            assert job.memory_bytes == shard_memory(job.chunks, PARENT_READ_BYTES + CHUNK_ARRAY_BYTES, scale, holds_voxels=False)
         for index in range(len(manifest.tasks)):
             run_task(manifest, index, report=lines.append)
         expected = reference_mode(expected, "tensorstore")
@@ -92,6 +96,70 @@ def test_downres_shards_equal_tensorstores_chunk_for_chunk(tmp_path: Path) -> No
         assert sum(line["chunks"] for line in lines) == stored + sum(line["all_zero"] for line in lines)
         if scale == 1:
             assert sum(line["all_zero"] for line in lines) > 0
+
+
+def test_downres_of_a_z_compressed_s0_takes_four_shallow_chunks_per_output_chunk_in_z(tmp_path: Path) -> None:
+    """s0 under z_compress 1 has 64×64×32 chunks, s1 64³: an s1 chunk lies over 2×2×4 s0 chunks."""
+    doubled = labelled_volume((200, 70, 90), seed=4)  # 200 slices -> 100 kept -> s0 chunks z 0..3 -> s1 50 deep
+    export = tmp_path / "export"
+    write_export_scale(export, info_from_spec(small_spec(size=(90, 70, 200)), "zdoubled.json"), 0, doubled)
+    native = info_from_spec(small_spec(size=(90, 70, 100), z_chunk=32), "native.json", z_compress=1)
+    dest = destination_url(str(tmp_path / "out"))
+    write_info(dest, native)
+    for index in range(len((manifest := plan_dvid_scale(export, dest, 0, z_compress=1)).tasks)):
+        run_task(manifest, index, report=lambda line: None)
+    s0 = open_scale(dest, 0)[:, :, :, 0].read().result()
+    assert np.array_equal(s0, doubled[::2].transpose(2, 1, 0))
+    manifest = plan_downres_scale(dest, 1)
+    for index in range(len(manifest.tasks)):
+        run_task(manifest, index, report=lambda line: None)
+    assert verify_scale(manifest).ok
+    assert np.array_equal(open_scale(dest, 1)[:, :, :, 0].read().result(), reference_mode(s0, "tensorstore"))
+
+
+def test_a_corrupt_parent_chunk_fails_its_output_shard_by_name_and_keeps_the_good_one(built) -> None:
+    info, _, export, gzipped, tmp = built
+    raw_info = copy.deepcopy(info)
+    for scale in raw_info["scales"]:
+        scale["sharding"]["data_encoding"] = "raw"
+    raw = destination_url(str(tmp / "raw"))
+    write_info(raw, raw_info)
+    for dest in (gzipped, raw):
+        for index in range(len((manifest := plan_dvid_scale(export, dest, 0)).tasks)):
+            run_task(manifest, index, report=lambda line: None)
+        manifest = plan_downres_scale(dest, 1)
+        for index in range(len(manifest.tasks)):
+            run_task(manifest, index, report=lambda line: None)
+    parent, target = scales_of(info)[:2]
+    job = manifest.shards[0]
+    output = Path(raw[len("file://") :], target.key, job.output_file)
+    good = output.read_bytes()
+
+    def corrupt(dest: str, change) -> str:
+        """Apply `change(data, offset)` to the first stored chunk of the job's first parent shard; its name."""
+        path = Path(dest[len("file://") :], parent.key, job.parent_shards[0])
+        offset, _ = min(shard_index(dest, parent, job.parent_shards[0]).values())
+        data = bytearray(path.read_bytes())
+        path.write_bytes(change(data, offset))
+        return f"{parent.key}/{job.parent_shards[0]}"
+
+    def write(dest: str) -> None:
+        write_downres_shard(dest, scales_of(read_info(dest))[0], scales_of(read_info(dest))[1], job)
+
+    named = corrupt(raw, lambda data, at: data[:at] + struct.pack("<I", 2) + data[at + 4 :])
+    with pytest.raises(CsegChunkError, match=rf"{named}: chunk \(\d+, \d+, \d+\): the chunk's channel starts at word 2, not 1"):
+        write(raw)
+    assert output.read_bytes() == good  # the previous shard stays as it was
+    chunks = [p for parents in parent_chunks_of(raw, parent, target, job).values() for p in parents]
+    named = corrupt(raw, lambda data, at: data[: at + 10])  # the chunk data, and the indices after it, cut off
+    with pytest.raises(ShardFileError, match=rf"{named}: the shard's index cannot be read"):
+        write(raw)
+    with pytest.raises(ShardFileError, match=rf"{named}: bytes \d+\.\.\d+ \(chunks \(\d+, \d+, \d+\).*\) cannot be read \(OUT_OF_RANGE"):
+        read_parent_chunks(ts.KvStore.open(kvstore_spec(raw)).result(), raw, parent, chunks)  # the index read before the cut
+    assert output.read_bytes() == good
+    named = corrupt(gzipped, lambda data, at: data[:at] + b"\0" * 8 + data[at + 8 :])
+    with pytest.raises(CsegChunkError, match=rf"{named}: chunk \(\d+, \d+, \d+\) is not valid gzip data"):
+        write(gzipped)
 
 
 def test_only_missing_replans_what_is_absent_and_verify_names_it(built, capsys) -> None:

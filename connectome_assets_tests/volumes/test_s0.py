@@ -182,6 +182,12 @@ def test_bad_input_is_named_and_writes_nothing(writer: str, tmp_path: Path) -> N
     spec["scales"][1]["chunk_sizes"] = [[32, 32, 32]]
     with pytest.raises(VolumeSpecError, match=r"bad\.json: scale 1 \(16nm\) has chunk sizes \[\[32, 32, 32\]\], expected \[\[64, 64, 64\]\]"):
         info_from_spec(spec, "bad.json")
+    spec = small_spec()
+    spec["scales"][0]["compressed_segmentation_block_size"] = [16, 16, 16]
+    with pytest.raises(VolumeSpecError, match=r"bad\.json: scale 0 \(8nm\) has compressed_segmentation blocks of \[16, 16, 16\], expected \[8, 8, 8\]"):
+        info_from_spec(spec, "bad.json")
+    with pytest.raises(VolumeSpecError, match=r"bad\.json: z_compress 63 leaves s0 chunks 1 slice deep; at most 31"):
+        info_from_spec(small_spec(z_chunk=1), "bad.json", z_compress=63)
     info = info_from_spec(small_spec(), "small.json")
     export = tmp_path / "export"
     write_export_scale(export, info, 0, labelled_volume((160, 130, 200)))
