@@ -85,21 +85,22 @@ def _batches(below: dict[Chunk, list[ParentChunk]]) -> Iterator[list[tuple[Chunk
 def read_parent_chunks(store: ts.KvStore, where: str, parent: Scale, chunks: list[ParentChunk]) -> dict[Chunk, bytes]:
     """Each parent chunk's compressed_segmentation bytes (the data encoding removed). Chunks stored
     back to back in a file are fetched by one ranged read; all reads are in flight at once."""
-    runs: list[tuple[str, int, int, list[ParentChunk]]] = []  # file, start, end, its chunks
+    runs: list[list[ParentChunk]] = []  # chunks stored back to back in one file
     for p in sorted(chunks, key=lambda p: (p.file, p.offset)):
-        if runs and runs[-1][0] == p.file and runs[-1][2] == p.offset:
-            file, start, _, members = runs[-1]
-            runs[-1] = (file, start, p.offset + p.size, members + [p])
+        last = runs[-1][-1] if runs else None
+        if last is not None and last.file == p.file and last.offset + last.size == p.offset:
+            runs[-1].append(p)
         else:
-            runs.append((p.file, p.offset, p.offset + p.size, [p]))
-    pending = [(run, store.read(f"{parent.key}/{run[0]}", byte_range=slice(run[1], run[2]))) for run in runs]
+            runs.append([p])
+    pending = [(run, store.read(f"{parent.key}/{run[0].file}", byte_range=slice(run[0].offset, run[-1].offset + run[-1].size))) for run in runs]
     found: dict[Chunk, bytes] = {}
-    for (file, start, end, members), future in pending:
+    for members, future in pending:
+        file, start, end = members[0].file, members[0].offset, members[-1].offset + members[-1].size
         try:
             read = future.result()
         except ValueError as exc:  # e.g. OUT_OF_RANGE: the file changed after its index was read
-            named = ", ".join(str(p.chunk) for p in members)
-            raise ShardFileError(f"{where}{parent.key}/{file}: bytes {start}..{end} (chunks {named}) cannot be read ({exc})") from None
+            named = f"{len(members)} chunk{'s' if len(members) > 1 else ''} from {members[0].chunk}"
+            raise ShardFileError(f"{where}{parent.key}/{file}: bytes {start}..{end} ({named}) cannot be read ({exc})") from None
         if read.state != "value":
             raise ShardFileError(f"{where}{parent.key}/{file}: the parent shard file is gone")
         value = memoryview(read.value)  # `.value` makes a new bytes object at every access
