@@ -68,8 +68,12 @@ def _downsample_into(words, sx, sy, sz, out, ox, oy, oz, ignore_zero):  # pragma
         bits = np.int64(header >> 24)
         if table_at + 2 > n:
             return _TABLE_PAST_END, block, table_at
-        if bits == 0:
-            out[i0:i1, j0:j1, k0:k1] = _label(words, table_at)
+        if bits == 0:  # one label: its whole output (loops: numba's slice assignment was slower)
+            label = _label(words, table_at)
+            for k in range(k0, k1):
+                for j in range(j0, j1):
+                    for i in range(i0, i1):
+                        out[i, j, k] = label
             continue
         if bits != 1 and bits != 2 and bits != 4 and bits != 8 and bits != 16 and bits != 32:
             return _BITS, block, bits
@@ -87,20 +91,20 @@ def _downsample_into(words, sx, sy, sz, out, ox, oy, oz, ignore_zero):  # pragma
                     if index >= entries:
                         return _TABLE_PAST_END, block, table_at + 2 * index
                     labels[voxel] = _label(words, table_at + 2 * index)
-        for i in range(i0, i1):
-            # A partial group at an odd edge repeats its last voxel: every voxel it has counts the
-            # same number of times, so the mode and its ties are those of the voxels alone.
-            x0 = 2 * (i - x_at)
-            x1 = min(x0 + 1, ax - 1)
+        # A partial group at an odd edge repeats its last voxel: every voxel it has counts the same
+        # number of times, so the mode and its ties are those of the voxels alone.
+        for k in range(k0, k1):
+            z0 = 2 * (k - z_at)
+            z1 = min(z0 + 1, az - 1)
             for j in range(j0, j1):
                 y0 = 2 * (j - y_at)
                 y1 = min(y0 + 1, ay - 1)
-                for k in range(k0, k1):
-                    z0 = 2 * (k - z_at)
-                    z1 = min(z0 + 1, az - 1)
-                    # Where the four x rows of the group start in the block's z, y, x order.
-                    p00, p01 = BLOCK * (y0 + BLOCK * z0), BLOCK * (y1 + BLOCK * z0)
-                    p10, p11 = BLOCK * (y0 + BLOCK * z1), BLOCK * (y1 + BLOCK * z1)
+                # Where the four x rows of the group start in the block's z, y, x order.
+                p00, p01 = BLOCK * (y0 + BLOCK * z0), BLOCK * (y1 + BLOCK * z0)
+                p10, p11 = BLOCK * (y0 + BLOCK * z1), BLOCK * (y1 + BLOCK * z1)
+                for i in range(i0, i1):
+                    x0 = 2 * (i - x_at)
+                    x1 = min(x0 + 1, ax - 1)
                     a, b = labels[p00 + x0], labels[p00 + x1]
                     c, d = labels[p01 + x0], labels[p01 + x1]
                     e, f = labels[p10 + x0], labels[p10 + x1]
