@@ -10,8 +10,8 @@ Memory of one output shard:
     overhead 1 GiB + source bytes + [chunks × 2 MiB (uint64 64³)] + 2 × encoded shard
 where the encoded shard is chunks × the mean compressed_segmentation bytes per chunk of the scale
 (the exporter's measured BYTES_PER_CHUNK for the male CNS), and the source bytes are the Arrow
-file (s0), or for a downres one batch of compressed parent chunks (PARENT_READ_BYTES) and the output
-chunk it builds (2 MiB). The bracketed term is for the writer that holds every chunk of the shard
+file (s0), or for a downres one batch of parent chunks and the output chunk it builds
+(`downres_source_bytes`). The bracketed term is for the writer that holds every chunk of the shard
 as uint64 in its transaction until the single commit, where tensorstore encodes them (the array
 writer); the transcode writer and downres (which encodes each chunk itself,
 `cseg_transcode.encode_chunk`) hold only the encoded chunks.
@@ -49,8 +49,10 @@ GIB = 1 << 30
 TIERS_GIB = MEMORY_TIERS_GIB
 OVERHEAD_BYTES = 1 * GIB
 CHUNK_ARRAY_BYTES = CHUNK**3 * 8
-# A downres reads the parent chunks below its output chunks in batches of about this many bytes.
+# A downres reads the parent chunks below its output chunks in batches of about this many stored bytes.
 PARENT_READ_BYTES = 64 << 20
+# gzip'd chunk data is also held gunzipped; compressed_segmentation bytes gzip about 2-4x.
+GZIP_EXPANSION = 4
 # Mean encoded bytes per chunk at s0..s9 (tensorstore-export's figures for the male CNS).
 ENCODED_BYTES_PER_CHUNK = (13_932, 27_919, 44_482, 78_376, 130_244, 199_396, 258_999, 170_713, 159_269, 129_385)
 
@@ -117,6 +119,13 @@ class Manifest:
             return cls(tasks=tasks, **raw)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise PlanError(f"{url}: cannot read the manifest ({exc})") from None
+
+
+def downres_source_bytes(parent: Scale) -> int:
+    """What a downres holds at a time: one batch of parent chunks as stored (and gunzipped, for gzip
+    data) and the output chunk it builds."""
+    held = PARENT_READ_BYTES * (1 + GZIP_EXPANSION if parent.sharding.data_encoding == "gzip" else 1)
+    return held + CHUNK_ARRAY_BYTES
 
 
 def tier_for(memory_bytes: int, tiers_gib: Sequence[int] = TIERS_GIB) -> int:
@@ -261,7 +270,7 @@ def plan_downres_scale(dest_url: str, scale: int, *, rule: str = "tensorstore", 
         if name in existing:
             continue
         count = len(children[shard])
-        jobs.append(ShardJob(name, shard, count, shard_memory(count, PARENT_READ_BYTES + CHUNK_ARRAY_BYTES, scale, holds_voxels=False), parent_shards=sorted(sources[shard])))
+        jobs.append(ShardJob(name, shard, count, shard_memory(count, downres_source_bytes(parent), scale, holds_voxels=False), parent_shards=sorted(sources[shard])))
     return Manifest("downres", dest_url, scale, target.key, group_into_tasks(jobs, shards_per_task), rule=rule)
 
 

@@ -11,7 +11,16 @@ import pytest
 import tensorstore as ts
 
 from connectome_assets.volumes.cseg_downsample import CsegChunkError
-from connectome_assets.volumes.plan import CHUNK_ARRAY_BYTES, PARENT_READ_BYTES, Manifest, PlanError, plan_downres_scale, plan_dvid_scale, shard_index, shard_memory, tier_table
+from connectome_assets.volumes.plan import (
+    Manifest,
+    PlanError,
+    downres_source_bytes,
+    plan_downres_scale,
+    plan_dvid_scale,
+    shard_index,
+    shard_memory,
+    tier_table,
+)
 from connectome_assets.volumes.precomputed import destination_url, info_from_spec, kvstore_spec, open_scale, read_info, scales_of, shard_files, write_info
 from connectome_assets.volumes.pyramid import parent_chunks_of, read_parent_chunks, write_downres_shard
 from connectome_assets.volumes.sharding import ShardFileError, shard_chunk_data
@@ -82,7 +91,7 @@ def test_downres_shards_equal_tensorstores_chunk_for_chunk(tmp_path: Path) -> No
         lines: list[dict] = []
         manifest = plan_downres_scale(ours, scale)
         for job in manifest.shards:  # encoded chunks only: one batch of parent chunks read, one output chunk built
-            assert job.memory_bytes == shard_memory(job.chunks, PARENT_READ_BYTES + CHUNK_ARRAY_BYTES, scale, holds_voxels=False)
+            assert job.memory_bytes == shard_memory(job.chunks, downres_source_bytes(scales[scale - 1]), scale, holds_voxels=False)
         for index in range(len(manifest.tasks)):
             run_task(manifest, index, report=lines.append)
         expected = reference_mode(expected, "tensorstore")
