@@ -40,8 +40,9 @@ class FakeGcs:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
+                printed = self.log.read_text(errors="replace")  # before stop() removes it
                 self.stop()
-                raise RuntimeError(f"fake-gcs-server exited with {self._process.returncode}: {self.log.read_text(errors='replace')}")
+                raise RuntimeError(f"fake-gcs-server exited with {self._process.returncode}: {printed}")
             try:
                 with urllib.request.urlopen(f"{self.url}/storage/v1/b", timeout=2) as response:
                     if response.status == 200:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numba
 import numpy as np
 
-from connectome_assets.volumes.downres import RULES, _mode_of_block
+from connectome_assets.volumes.downres import RULES, _mode_of_block  # the one mode of 8 labels, both rules
 
 BLOCK = 8
 
