@@ -238,9 +238,9 @@ def chunks_above(chunks: np.ndarray, parent: Scale, child: Scale) -> np.ndarray:
     return np.asarray(chunks) * np.array(parent.chunk_size) // (2 * np.array(child.chunk_size))
 
 
-def child_shards(chunks: np.ndarray, parent: Scale, child: Scale) -> np.ndarray:
-    """The output shard of scale k+1 each chunk of scale k downsamples into."""
-    return shards_of_codes(compressed_morton_codes(chunks_above(chunks, parent, child), grid_bits(child.grid)), child.sharding)
+def chunk_shards(chunks: np.ndarray, scale: Scale) -> np.ndarray:
+    """The shard of `scale` each of its chunks (n, 3) lies in."""
+    return shards_of_codes(compressed_morton_codes(chunks, grid_bits(scale.grid)), scale.sharding)
 
 
 def plan_downres_scale(dest_url: str, scale: int, *, rule: str = "tensorstore", only_missing: bool = False, shards_per_task: int = 4) -> Manifest:
@@ -260,7 +260,8 @@ def plan_downres_scale(dest_url: str, scale: int, *, rule: str = "tensorstore", 
     children: dict[int, set[tuple[int, int, int]]] = {}
     for name in parent_files:
         chunks = shard_chunks(dest_url, parent, name)
-        for shard, child in zip(child_shards(chunks, parent, target).tolist(), chunks_above(chunks, parent, target).tolist()):
+        above = chunks_above(chunks, parent, target)
+        for shard, child in zip(chunk_shards(above, target).tolist(), above.tolist()):
             sources.setdefault(shard, set()).add(name)
             children.setdefault(shard, set()).add(tuple(child))
     existing = shard_files(dest_url, target.key) if only_missing else set()

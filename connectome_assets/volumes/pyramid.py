@@ -12,7 +12,6 @@ encodes; chunks go into the shard through the `neuroglancer_uint64_sharded` kvst
 
 from __future__ import annotations
 
-import gzip
 import time
 import zlib
 from collections.abc import Iterator
@@ -23,11 +22,11 @@ import tensorstore as ts
 
 from connectome_assets.volumes.cseg_downsample import CsegChunkError, downsample_chunk_into
 from connectome_assets.volumes.cseg_transcode import encode_chunk
-from connectome_assets.volumes.plan import PARENT_READ_BYTES, ShardJob, chunks_above, child_shards, shard_index
+from connectome_assets.volumes.plan import PARENT_READ_BYTES, ShardJob, chunk_shards, chunks_above, shard_index
 from connectome_assets.volumes.precomputed import Scale, chunk_box, kvstore_spec
 from connectome_assets.volumes.s0 import chunk_id
 from connectome_assets.volumes.shard_writer import ShardWriter
-from connectome_assets.volumes.sharding import ShardFileError, grid_bits, morton_decode
+from connectome_assets.volumes.sharding import ShardFileError, chunk_data, grid_bits, morton_decode
 
 Chunk = tuple[int, int, int]
 
@@ -57,9 +56,10 @@ def parent_chunks_of(dest_url: str, parent: Scale, target: Scale, job: ShardJob)
     for name in job.parent_shards:
         index = shard_index(dest_url, parent, name)
         coords = morton_decode(np.fromiter(index, dtype=np.uint64, count=len(index)), grid_bits(parent.grid))
-        mine = child_shards(coords, parent, target) == job.output_shard
-        for (offset, size), chunk, above in zip(np.array(list(index.values()))[mine].tolist(), coords[mine].tolist(), chunks_above(coords[mine], parent, target).tolist()):
-            below.setdefault(tuple(above), []).append(ParentChunk(name, tuple(chunk), offset, size))
+        above = chunks_above(coords, parent, target)
+        mine = chunk_shards(above, target) == job.output_shard
+        for (offset, size), chunk, output in zip(np.array(list(index.values()))[mine].tolist(), coords[mine].tolist(), above[mine].tolist()):
+            below.setdefault(tuple(output), []).append(ParentChunk(name, tuple(chunk), offset, size))
     return dict(sorted(below.items()))
 
 
@@ -82,7 +82,7 @@ def _batches(below: dict[Chunk, list[ParentChunk]]) -> Iterator[list[tuple[Chunk
         yield batch
 
 
-def read_parent_chunks(store: ts.KvStore, where: str, parent: Scale, chunks: list[ParentChunk]) -> dict[Chunk, bytes]:
+def read_parent_chunks(store: ts.KvStore, where: str, parent: Scale, chunks: list[ParentChunk]) -> dict[Chunk, bytes | memoryview]:
     """Each parent chunk's compressed_segmentation bytes (the data encoding removed). Chunks stored
     back to back in a file are fetched by one ranged read; all reads are in flight at once."""
     runs: list[list[ParentChunk]] = []  # chunks stored back to back in one file
@@ -105,13 +105,10 @@ def read_parent_chunks(store: ts.KvStore, where: str, parent: Scale, chunks: lis
             raise ShardFileError(f"{where}{parent.key}/{file}: the parent shard file is gone")
         value = memoryview(read.value)  # `.value` makes a new bytes object at every access
         for p in members:
-            stored = value[p.offset - start : p.offset - start + p.size]
-            if parent.sharding.data_encoding == "gzip":
-                try:
-                    stored = gzip.decompress(stored)
-                except (OSError, EOFError, zlib.error) as exc:
-                    raise CsegChunkError(f"{where}{parent.key}/{file}: chunk {p.chunk} is not valid gzip data ({exc})") from None
-            found[p.chunk] = stored
+            try:
+                found[p.chunk] = chunk_data(value[p.offset - start : p.offset - start + p.size], parent.sharding)
+            except (OSError, EOFError, zlib.error) as exc:  # gzip data that does not decompress
+                raise CsegChunkError(f"{where}{parent.key}/{file}: chunk {p.chunk} is not valid gzip data ({exc})") from None
     return found
 
 

@@ -220,14 +220,16 @@ def shard_chunk_ids(data: bytes | Callable[[int, int], bytes], spec: ShardingSpe
     return chunks
 
 
+def chunk_data(stored: bytes | memoryview, spec: ShardingSpec) -> bytes | memoryview:
+    """A chunk's encoded bytes from what the shard stores: the spec's `data_encoding` (gzip or raw)
+    removed. Raw data is returned as it was given (no copy)."""
+    return gzip.decompress(stored) if spec.data_encoding == "gzip" else stored
+
+
 def shard_chunk_data(data: bytes, spec: ShardingSpec) -> dict[int, bytes]:
     """Every chunk of a `.shard` file: chunk id -> its data, with the spec's `data_encoding` (gzip or
     raw) removed, so that two shards compare chunk for chunk whatever their layout."""
-    chunks = {}
-    for chunk_id, (offset, size) in shard_chunk_ids(data, spec).items():
-        stored = data[offset : offset + size]
-        chunks[chunk_id] = gzip.decompress(stored) if spec.data_encoding == "gzip" else bytes(stored)
-    return chunks
+    return {chunk_id: bytes(chunk_data(data[offset : offset + size], spec)) for chunk_id, (offset, size) in shard_chunk_ids(data, spec).items()}
 
 
 def morton_decode(codes: np.ndarray, bits: Sequence[int]) -> np.ndarray:
